@@ -1,0 +1,34 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both build .venv themselves.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_ROOT ?= autoseg_data/demo
+
+.PHONY: demo test lint format install clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch first, pinned to the local CPU wheel: any other spec pulls gigabytes of CUDA packages.
+$(STAMP): $(BIN)/python setup.py pyproject.toml
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check autoseg tests benchmarks
+	$(BIN)/ruff format --check autoseg tests benchmarks
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	AUTOSEG_ROOT=$(DEMO_ROOT) $(BIN)/python -m autoseg.demo
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix autoseg tests benchmarks
+	$(BIN)/ruff format autoseg tests benchmarks
+
+clean:
+	rm -rf $(VENV) autoseg_data .pytest_cache .ruff_cache
