@@ -15,6 +15,7 @@ from autoseg.errors import AutosegError
 
 # Pipeline order: this is also the order of `autoseg --help`.
 COMMAND_MODULES = (
+    "autoseg.cli.phantom",
     "autoseg.cli.convert",
     "autoseg.cli.verify",
 )
