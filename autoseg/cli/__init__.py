@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "autoseg.cli.phantom",
     "autoseg.cli.convert",
     "autoseg.cli.verify",
+    "autoseg.cli.fingerprint",
 )
 
 
