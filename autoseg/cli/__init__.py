@@ -19,6 +19,9 @@ COMMAND_MODULES = (
     "autoseg.cli.convert",
     "autoseg.cli.verify",
     "autoseg.cli.fingerprint",
+    "autoseg.cli.evaluate",
+    "autoseg.cli.measure",
+    "autoseg.cli.raters",
 )
 
 
