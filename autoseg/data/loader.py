@@ -1,0 +1,523 @@
+"""Loaders that keep the trainer fed: sample, augment, batch — in worker processes if asked.
+
+``build_loader`` returns an endless iterator of batches::
+
+    {"data": float32 (B, C*k, *patch), "target": uint8 (B, 1, *patch), "keys": [case ids]}
+
+(``k`` = context slices for 2.5D, 1 otherwise). With ``num_workers > 0`` batches are made by
+batchgenerators' ``MultiThreadedAugmenter`` (one process and one queue per worker, read in
+turn, so the order of batches is reproducible); with 0 they are made in the calling process.
+
+Randomness: worker ``i`` (and the single-process loader, as worker 0) draws everything from
+generators seeded with ``(seed, i)`` — patch positions from a ``numpy.random.Generator``,
+augmentation from private copies of the global ``numpy.random`` and ``random`` states that
+batchgenerators uses. The same seed therefore gives the same batches, and one worker gives the
+same batches as none. The caller's global random state is never touched.
+
+Shutting down: ``close()`` (or leaving a ``with`` block, or Ctrl-C while waiting for a batch)
+stops and joins all workers. An exception inside a worker is sent to the main process and
+raised there (an :class:`AutosegError` unchanged, anything else as ``RuntimeError`` with the
+worker's traceback), after the workers were stopped. On Linux, workers also ask the kernel to
+terminate them when the process that started them dies (``PR_SET_PDEATHSIG``), so even a
+killed trainer leaves no orphaned workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import random
+import signal
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoseg.data.augment import AugmentationProfile, Augmenter, get_profile, spatial_settings
+from autoseg.data.dataset import CaseStore
+from autoseg.data.sampler import PatchGeometry, jitter_voxels, sample_patch
+from autoseg.errors import AutosegError
+
+_FIX_PLAN = "correct the configuration in plans.json (plans/README.md describes every field)"
+
+# Spacing ratio above which a 3D configuration gets in-plane-only spatial augmentation when
+# the plan does not say: nnU-Net's threshold (3) — beyond it, rotating out of plane mixes
+# voxels 3x further apart than in-plane ones.
+ANISOTROPY_THRESHOLD = 3.0
+_GEOMETRIC_PROFILES = ("2d", "2.5d", "3d", "3d_anisotropic")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Everything the loader needs for one configuration, as plain values.
+
+    ``patch_size`` is in the configuration's axes: ``(y, x)`` for 2D/2.5D (the axes left after
+    cutting along ``slice_axis``), ``(z, y, x)`` for 3D. ``crop_window`` (voxels, same axes) is
+    set for the ``crop`` configuration. ``augmentation`` names an imaging profile (``default``,
+    ``mri``, ``ultrasound``, ``none``) or is an :class:`AugmentationProfile`; ``anisotropic``
+    makes a 3D configuration's spatial augmentation in-plane only, ``thick_axis`` names the
+    axis left alone (array order).
+    """
+
+    dim: int
+    patch_size: tuple[int, ...]
+    batch_size: int
+    oversample_foreground: float = 0.33
+    slices: int = 1
+    crop_window: tuple[int, ...] | None = None
+    augmentation: str | AugmentationProfile = "default"
+    anisotropic: bool = False
+    seed: int = 0
+    slice_axis: int = 0
+    thick_axis: int = 0
+    spacing: tuple[float, ...] | None = None
+    crop_jitter_mm: float = 4.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"configuration {self.name!r}" if self.name else "loader configuration"
+        if self.dim not in (2, 3):
+            raise AutosegError(f"{where}: dim must be 2 or 3, got {self.dim}", fix=_FIX_PLAN)
+        if len(self.patch_size) != self.dim or any(int(p) < 1 for p in self.patch_size):
+            raise AutosegError(
+                f"{where}: patch_size {list(self.patch_size)} needs {self.dim} positive values",
+                fix=_FIX_PLAN,
+            )
+        if self.batch_size < 1:
+            raise AutosegError(f"{where}: batch_size must be >= 1", fix=_FIX_PLAN)
+        if not 0.0 <= self.oversample_foreground <= 1.0:
+            raise AutosegError(
+                f"{where}: oversample_foreground must be a fraction 0..1, "
+                f"got {self.oversample_foreground}",
+                fix=_FIX_PLAN,
+            )
+        if self.slices < 1 or self.slices % 2 == 0:
+            raise AutosegError(
+                f"{where}: slices (context slices) must be odd, got {self.slices}", fix=_FIX_PLAN
+            )
+        if self.slices > 1 and self.dim != 2:
+            raise AutosegError(f"{where}: only 2D configurations stack slices", fix=_FIX_PLAN)
+        if self.crop_window is not None and len(self.crop_window) != self.dim:
+            raise AutosegError(
+                f"{where}: crop window {list(self.crop_window)} needs {self.dim} values",
+                fix=_FIX_PLAN,
+            )
+        if not (0 <= self.slice_axis <= 2 and 0 <= self.thick_axis <= 2):
+            raise AutosegError(f"{where}: slice_axis/thick_axis must be 0, 1 or 2", fix=_FIX_PLAN)
+        get_profile(self.augmentation)  # raises for unknown names
+
+    @classmethod
+    def from_plan(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        plan: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **overrides: Any,
+    ) -> LoaderConfig:
+        """A LoaderConfig from one configuration block of ``plans.json`` (a dict).
+
+        Reads ``dim``, ``patch_size``, ``batch_size``, ``oversample_foreground``,
+        ``context_slices``, ``slice_axis``, ``spacing``, ``crop.window_voxels`` and
+        ``augmentation`` (the planner's geometric profile: ``3d_anisotropic`` sets
+        ``anisotropic``). The imaging profile comes from ``modality`` in the block, or from the
+        whole plan's ``fingerprint.modality`` when ``plan`` is given (any ultrasound channel:
+        ``ultrasound``; else any MRI channel: ``mri``; else ``default``). Older or hand-written
+        names (``slices``, ``crop_window``, ``anisotropic``, ``augmentation_profile``) are
+        understood too. ``overrides`` replace any field (e.g. ``batch_size=2, seed=7``).
+        """
+        c = dict(config)
+        patch = tuple(int(p) for p in _first(c, "patch_size", default=()))
+        dim = int(_first(c, "dim", default=len(patch) or 3))
+        slices = int(_first(c, "context_slices", "slices", "num_slices", default=1))
+        geometric = str(c.get("augmentation", "") or "")
+        anisotropic = c.get("anisotropic")
+        if anisotropic is None:
+            anisotropic = geometric == "3d_anisotropic"
+        spacing = c.get("spacing")
+        spacing = tuple(float(s) for s in spacing) if spacing else None
+        if anisotropic is False and dim == 3 and spacing and not geometric:
+            anisotropic = max(spacing) / min(spacing) > ANISOTROPY_THRESHOLD
+        crop = c.get("crop")
+        window = None
+        if isinstance(crop, Mapping) and crop.get("window_voxels"):
+            window = tuple(int(v) for v in crop["window_voxels"])
+        elif c.get("crop_window"):
+            window = tuple(int(v) for v in c["crop_window"])
+        profile = c.get("augmentation_profile") or c.get("modality")
+        if isinstance(profile, Mapping):  # per-channel modalities, as in the fingerprint
+            profile = modality_profile({"fingerprint": {"modality": profile}})
+        if not profile and plan is not None:
+            profile = modality_profile(plan)
+        if not profile and geometric and geometric not in _GEOMETRIC_PROFILES:
+            profile = geometric
+        thick = c.get("thick_axis")
+        if thick is None and plan is not None:
+            thick = (plan.get("resampling") or {}).get("thick_axis")
+        if thick is None:
+            thick = int(np.argmax(spacing)) if (spacing and dim == 3) else 0
+        slice_axis = c.get("slice_axis")
+        values: dict[str, Any] = dict(
+            dim=dim,
+            patch_size=patch,
+            batch_size=int(_first(c, "batch_size", default=2)),
+            oversample_foreground=float(
+                _first(c, "oversample_foreground", "foreground_oversampling", default=0.33)
+            ),
+            slices=slices,
+            crop_window=window,
+            augmentation=str(profile or "default"),
+            anisotropic=bool(anisotropic),
+            slice_axis=0 if slice_axis is None else int(slice_axis),
+            thick_axis=int(thick),
+            spacing=spacing,
+            name=str(name or c.get("name") or ""),
+        )
+        if "seed" in c:
+            values["seed"] = int(c["seed"])
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(overrides) - known)
+        if bad:
+            raise TypeError(f"unknown LoaderConfig field(s): {', '.join(bad)}")
+        values.update(overrides)
+        return cls(**values)
+
+
+def _first(d: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return default
+
+
+def modality_profile(plan: Mapping[str, Any]) -> str:
+    """Imaging profile for a whole plan dict from its fingerprint's channel modalities."""
+    modality = ((plan.get("fingerprint") or {}).get("modality")) or {}
+    values = {str(v).lower() for v in modality.values()}
+    if "ultrasound" in values:
+        return "ultrasound"
+    if "mri" in values:
+        return "mri"
+    return "default"
+
+
+# --------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class LoaderLayout:
+    """How a configuration maps onto the stored volumes.
+
+    ``front`` is the axis moved to the front (the slice axis for 2D/2.5D, the thick axis for
+    anisotropic 3D) so that sampling and in-plane augmentation always treat axis 0 as the
+    special one; ``geometry`` is in those moved axes; ``in_plane`` says whether spatial
+    augmentation is 2D per slice.
+    """
+
+    front: int
+    geometry: PatchGeometry
+    in_plane: bool
+    out_patch: tuple[int, ...]  # patch in the moved axes (2 values for 2D)
+
+
+def loader_layout(config: LoaderConfig, augment: bool) -> tuple[LoaderLayout, Augmenter | None]:
+    """Geometry and augmenter of a configuration (pure apart from building transforms)."""
+    profile = get_profile("none" if not augment else config.augmentation)
+    slice_mode = config.dim == 2
+    front = config.slice_axis if slice_mode else (config.thick_axis if config.anisotropic else 0)
+    in_plane = slice_mode or config.anisotropic
+    if slice_mode:
+        patch = (int(config.patch_size[0]), int(config.patch_size[1]))
+        window = None if config.crop_window is None else (None, *config.crop_window)
+        spacing_moved = None if config.spacing is None else (1e9, *config.spacing[-2:])
+    else:
+        order = _moved_order(front)
+        patch3 = tuple(int(config.patch_size[a]) for a in order)
+        window = None if config.crop_window is None else tuple(config.crop_window[a] for a in order)
+        spacing_moved = None if config.spacing is None else tuple(config.spacing[a] for a in order)
+    jitter = jitter_voxels(config.crop_jitter_mm, spacing_moved) if window else (0, 0, 0)
+    augmenter = None
+    if slice_mode:
+        settings = spatial_settings(profile, patch, in_plane=True)
+        read_yx = settings.read_size() if augment else patch
+        geom = PatchGeometry(
+            patch=(1, *patch),
+            read=(config.slices, *read_yx),
+            slice_mode=True,
+            window=window,
+            jitter=jitter,  # type: ignore[arg-type]
+        )
+        out_patch: tuple[int, ...] = patch
+    else:
+        if in_plane:
+            settings = spatial_settings(profile, patch3[1:], in_plane=True)
+            read = (patch3[0], *settings.read_size()) if augment else patch3
+        else:
+            settings = spatial_settings(profile, patch3, in_plane=False)
+            read = settings.read_size() if augment else patch3
+        geom = PatchGeometry(
+            patch=patch3,  # type: ignore[arg-type]
+            read=tuple(read),  # type: ignore[arg-type]
+            slice_mode=False,
+            window=window,  # type: ignore[arg-type]
+            jitter=jitter,  # type: ignore[arg-type]
+        )
+        out_patch = patch3
+    if augment:
+        augmenter = Augmenter(profile, settings)
+    return LoaderLayout(
+        front=front, geometry=geom, in_plane=in_plane, out_patch=out_patch
+    ), augmenter
+
+
+def _moved_order(front: int) -> tuple[int, int, int]:
+    """Axis order after moving ``front`` to position 0 (the others keep their order)."""
+    return (front, *[a for a in range(3) if a != front])
+
+
+# --------------------------------------------------------------------------- randomness
+class GlobalRandomSlot:
+    """Private copies of the global ``numpy.random`` and ``random`` states.
+
+    batchgenerators draws from the global generators; inside ``with slot:`` they hold this
+    slot's state, and on exit the slot keeps the advanced state and the caller's is restored.
+    """
+
+    def __init__(self, seed_np: int, seed_py: int):
+        self._np = np.random.RandomState(seed_np % 2**32).get_state()
+        self._py = random.Random(seed_py).getstate()
+        self._saved: tuple[Any, Any] | None = None
+
+    def __enter__(self) -> GlobalRandomSlot:
+        self._saved = (np.random.get_state(), random.getstate())
+        np.random.set_state(self._np)
+        random.setstate(self._py)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._np = np.random.get_state()
+        self._py = random.getstate()
+        assert self._saved is not None
+        np.random.set_state(self._saved[0])
+        random.setstate(self._saved[1])
+        self._saved = None
+
+
+def stream_seeds(seed: int, stream: int) -> tuple[np.random.Generator, GlobalRandomSlot]:
+    """Independent generators for worker ``stream`` of a loader seeded with ``seed``."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(stream)]).generate_state(3)
+    return np.random.default_rng(int(state[0])), GlobalRandomSlot(int(state[1]), int(state[2]))
+
+
+# --------------------------------------------------------------------------- batch source
+class BatchSource:
+    """Makes batches; one copy lives in each worker process (batchgenerators' loader protocol:
+    ``__next__`` and ``set_thread_id``)."""
+
+    def __init__(
+        self,
+        store: CaseStore,
+        config: LoaderConfig,
+        *,
+        seed: int,
+        augment: bool,
+    ):
+        self.store = store
+        self.config = config
+        self.seed = int(seed)
+        self.augment = augment
+        self.layout, self.augmenter = loader_layout(config, augment)
+        self.case_ids = list(store.case_ids)
+        self.in_worker = False
+        self.parent_pid = os.getpid()
+        self.rng, self.slot = stream_seeds(self.seed, 0)
+
+    # batchgenerators calls this in the worker right after it starts
+    def set_thread_id(self, thread_id: int) -> None:
+        self.in_worker = True
+        self.rng, self.slot = stream_seeds(self.seed, int(thread_id))
+        _die_with_parent(self.parent_pid)
+
+    def __iter__(self) -> BatchSource:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if not self.in_worker:
+            return self.make_batch()
+        try:
+            return self.make_batch()
+        except Exception as exc:  # sent to the main process, which raises it
+            if isinstance(exc, AutosegError):
+                return {"__error__": exc}
+            return {"__error__": "".join(traceback.format_exception(exc))}
+
+    def make_batch(self) -> dict[str, Any]:
+        cfg, lay = self.config, self.layout
+        geom = lay.geometry
+        order = _moved_order(lay.front)
+        keys: list[str] = []
+        n_channels = None
+        data = target = None
+        for i in range(cfg.batch_size):
+            case_id = self.case_ids[int(self.rng.integers(len(self.case_ids)))]
+            force_fg = bool(self.rng.random() < cfg.oversample_foreground)
+            image = self.store.image(case_id)
+            seg = self.store.seg(case_id)
+            locations = self.store.locations(case_id)
+            if lay.front != 0:
+                image = np.moveaxis(image, 1 + lay.front, 1)
+                seg = np.moveaxis(seg, lay.front, 0)
+                locations = {k: v[:, list(order)] for k, v in locations.items()}
+            if data is None or target is None:
+                n_channels = image.shape[0]
+                seg_z = 1 if geom.slice_mode else geom.read[0]
+                data = np.empty((cfg.batch_size, n_channels, *geom.read), np.float32)
+                target = np.empty((cfg.batch_size, 1, seg_z, *geom.read[1:]), np.uint8)
+            elif image.shape[0] != n_channels:
+                raise AutosegError(
+                    f"case {case_id} has {image.shape[0]} channels, others {n_channels}",
+                    path=self.store.folder,
+                    fix="run 'autoseg preprocess' for this dataset again",
+                )
+            sample_patch(
+                case_id, image, seg, locations, geom, self.rng, force_fg, data[i], target[i, 0]
+            )
+            keys.append(case_id)
+        assert data is not None and target is not None
+        if self.augmenter is not None:
+            with self.slot:
+                data, target = self.augmenter(data, target)
+        else:
+            target = target.astype(np.uint8, copy=False)
+        b, c = data.shape[:2]
+        if geom.slice_mode:
+            data = data.reshape(b, c * data.shape[2], *data.shape[3:])  # channel = c * k + slice
+            target = target.reshape(b, 1, *target.shape[3:])
+        elif lay.front != 0:
+            inverse = [2 + order.index(a) for a in range(3)]
+            data = data.transpose(0, 1, *inverse)
+            target = target.transpose(0, 1, *inverse)
+        return {
+            "data": np.ascontiguousarray(data, dtype=np.float32),
+            "target": np.ascontiguousarray(target, dtype=np.uint8),
+            "keys": keys,
+        }
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGTERM this worker when its parent dies; exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+# --------------------------------------------------------------------------- the loader
+@dataclass
+class PatchLoader:
+    """Endless iterator of batches with ``close()``; a context manager."""
+
+    source: BatchSource
+    num_workers: int = 0
+    num_cached_per_worker: int = 3
+    _augmenter: Any = field(default=None, repr=False)
+    _closed: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.num_workers > 0:
+            from batchgenerators.dataloading.multi_threaded_augmenter import (
+                MultiThreadedAugmenter,
+            )
+
+            self.source.parent_pid = os.getpid()
+            seeds = [
+                int(np.random.SeedSequence([self.source.seed & 0xFFFFFFFF, i]).generate_state(1)[0])
+                for i in range(self.num_workers)
+            ]
+            self._augmenter = MultiThreadedAugmenter(
+                self.source,
+                None,
+                self.num_workers,
+                num_cached_per_queue=self.num_cached_per_worker,
+                seeds=seeds,
+            )
+            self._augmenter._start()  # workers start producing while the caller sets up
+
+    def __iter__(self) -> PatchLoader:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._closed:
+            raise StopIteration
+        if self._augmenter is None:
+            return next(self.source)
+        try:
+            item = next(self._augmenter)
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        except RuntimeError as exc:
+            self.close()
+            raise AutosegError(
+                f"a data loading worker stopped ({exc})",
+                fix="see the worker's message above; if it ran out of memory, use fewer "
+                "workers (--num-workers)",
+            ) from None
+        except StopIteration:
+            self.close()
+            raise
+        if isinstance(item, dict) and "__error__" in item:
+            self.close()
+            err = item["__error__"]
+            if isinstance(err, BaseException):
+                raise err
+            raise RuntimeError(f"a data loading worker failed:\n{err}")
+        return item
+
+    def close(self) -> None:
+        """Stop and join the workers (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._augmenter is not None:
+            self._augmenter._finish()
+            self._augmenter = None
+
+    def __enter__(self) -> PatchLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def build_loader(
+    cases_dir: str | os.PathLike,
+    case_ids: Sequence[str] | None,
+    config: LoaderConfig,
+    *,
+    num_workers: int = 0,
+    seed: int | None = None,
+    augment: bool = True,
+) -> PatchLoader:
+    """Endless batches of ``config`` from the preprocessed cases in ``cases_dir``.
+
+    ``case_ids`` None means every case in the folder. ``seed`` (default ``config.seed``) fixes
+    everything: the same seed gives the same batches for the same ``num_workers``. Use one seed
+    per fold (and per epoch if loaders are rebuilt) so folds do not see identical streams.
+    """
+    if num_workers < 0:
+        raise AutosegError(f"num_workers must be >= 0, got {num_workers}", fix="use 0 or more")
+    store = CaseStore(Path(cases_dir), None if case_ids is None else list(case_ids))
+    if seed is not None and seed != config.seed:
+        config = replace(config, seed=int(seed))
+    source = BatchSource(store, config, seed=config.seed, augment=augment)
+    return PatchLoader(source, num_workers=int(num_workers))

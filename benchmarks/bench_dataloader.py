@@ -1,0 +1,354 @@
+"""Throughput of the training data pipeline: batches per second, sampling + full augmentation.
+
+    .venv/bin/python benchmarks/bench_dataloader.py [--batches 30] [--workers 0 2]
+        [--plans PATH/plans.json --config-3d 3d_fullres] [--plans-2d PATH --config-2d 2d]
+        [--no-nnunet]
+
+Two plans on phantom-like preprocessed data written to a temporary folder:
+
+- **3D**: thigh-MRI-like volumes 40x256x256 (anisotropic, MRI profile), patch 20x128x128,
+  batch 2 — or the planner's 3D configuration when ``--plans`` is given;
+- **2D**: wrist-ultrasound-like frames 470x600 (ultrasound profile), patch 224x288, batch 12 —
+  or the planner's 2D configuration.
+
+For each it prints seconds per batch and batches per second with 0 and 2 worker processes,
+and the GPU step time the loader has to beat. If ``.venv-bench/bin/python`` exists with
+nnunetv2, nnU-Net v2's own loader (its default training transforms and multi-process
+augmenter) is timed on the same arrays and plan in the same run, and the ratio printed.
+
+Reference GPU step times (what the loader must beat so that the GPU never waits) come from
+nnU-Net v1's ``documentation/expected_epoch_times.md`` (A100 40GB, PyTorch 1.7.1, cuDNN 8.1,
+mixed precision; one epoch = 250 iterations):
+
+- Task002_Heart 3d_fullres with dummy data (no data loading): 48.53 s/epoch = 0.194 s per
+  iteration, patch 80x192x160, batch 2 (4.9 M voxels per batch);
+- Task002_Heart 2d (with data loading): 40.06 s/epoch = 0.160 s per iteration.
+
+Our 3D batch is ~7x smaller than Heart's, so the same GPU needs roughly 0.194 x (our voxels /
+4.9 M) per step if time scaled with voxels (it scales less than linearly for small patches, so
+this is a lower bound on the step time, i.e. the hardest target). An H100 is ~1.5-2x faster
+than an A100, which halves the targets again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from autoseg.data import LoaderConfig, build_loader  # noqa: E402
+from autoseg.data.dataset import locations_from_seg, write_case_arrays  # noqa: E402
+
+HEART_3D_STEP_S = 48.53 / 250  # A100, dummy data, 80x192x160 x 2
+HEART_3D_VOXELS = 80 * 192 * 160 * 2
+HEART_2D_STEP_S = 40.06 / 250  # A100, 2d, with data loading
+BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+
+
+# --------------------------------------------------------------------------- phantoms
+def thigh_phantom(rng: np.random.Generator, shape=(40, 256, 256)) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised thigh-like volume: muscle ellipse, fat rim, femur, sciatic nerve (label 1,
+    ~8 px across) and two vessels (label 2) drifting slowly along z, Rician-like noise."""
+    z, y, x = shape
+    yy, xx = np.mgrid[:y, :x].astype(np.float32)
+    img = np.zeros(shape, np.float32)
+    seg = np.zeros(shape, np.uint8)
+    cy, cx = y / 2 + rng.uniform(-8, 8), x / 2 + rng.uniform(-8, 8)
+    for k in range(z):
+        drift = 6 * math.sin(k / z * math.pi)
+        thigh = ((yy - cy) / (0.42 * y)) ** 2 + ((xx - cx) / (0.36 * x)) ** 2
+        sl = np.where(thigh < 1, 1.0, 0.0) + np.where((thigh > 0.8) & (thigh < 1), 1.2, 0.0)
+        femur = (yy - cy) ** 2 + (xx - cx + 10) ** 2 < 14**2
+        sl[femur] = 0.3
+        nerve = (yy - cy - 40 - drift) ** 2 / 5**2 + (xx - cx - 5) ** 2 / 4**2 < 1
+        vessel = ((yy - cy - 20) ** 2 + (xx - cx + 30 + drift) ** 2 < 6**2) | (
+            (yy - cy - 28) ** 2 + (xx - cx - 25) ** 2 < 5**2
+        )
+        sl[nerve] = 1.6
+        sl[vessel] = 2.0
+        img[k] = sl
+        seg[k][nerve] = 1
+        seg[k][vessel] = 2
+    img += rng.normal(0, 0.08, img.shape).astype(np.float32)
+    img = (img - img.mean()) / img.std()
+    return img[None], seg
+
+
+def wrist_us_phantom(rng: np.random.Generator, shape=(470, 600)) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised B-mode-like frame: depth attenuation, speckle, bright fascia lines, an oval
+    median nerve (label 1) and a dark round artery (label 2)."""
+    y, x = shape
+    yy, xx = np.mgrid[:y, :x].astype(np.float32)
+    img = np.exp(-yy / (0.8 * y)) * rng.gamma(4.0, 0.25, shape)
+    for row in rng.uniform(0.2, 0.8, 3) * y:
+        img += 0.8 * np.exp(-(((yy - row - 0.05 * (xx - x / 2)) / 3.0) ** 2))
+    cy, cx = rng.uniform(0.35, 0.55) * y, rng.uniform(0.35, 0.65) * x
+    nerve = ((yy - cy) / 22) ** 2 + ((xx - cx) / 40) ** 2 < 1
+    artery = (yy - cy - 10) ** 2 + (xx - cx - 90) ** 2 < 18**2
+    img[nerve] = 0.9 + 0.3 * rng.random(int(nerve.sum()))
+    img[artery] *= 0.1
+    seg = np.zeros(shape, np.uint8)
+    seg[nerve] = 1
+    seg[artery] = 2
+    img = ((img - img.mean()) / img.std()).astype(np.float32)
+    return img[None, None], seg[None]
+
+
+def write_dataset(folder: Path, kind: str, n_cases: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    ids = []
+    for i in range(n_cases):
+        img, seg = thigh_phantom(rng) if kind == "3d" else wrist_us_phantom(rng)
+        write_case_arrays(folder, f"{kind}_{i:03d}", img, seg)
+        ids.append(f"{kind}_{i:03d}")
+    return ids
+
+
+def write_nnunet_locations(src: Path, ids: list[str]) -> None:
+    """nnU-Net's per-case properties (class locations with a channel column) as ``.pkl``;
+    the nnU-Net side converts the arrays to its default blosc2 format itself."""
+    for case in ids:
+        seg = np.load(src / f"{case}_seg.npy")
+        locs = {
+            k: np.concatenate([np.zeros((len(v), 1), np.int64), v], axis=1)
+            for k, v in locations_from_seg(seg).items()
+        }
+        with open(src / f"{case}.pkl", "wb") as f:
+            pickle.dump({"class_locations": locs}, f)
+
+
+# --------------------------------------------------------------------------- timing
+BLOCKS = 3
+
+
+def time_autoseg(
+    folder: Path, cfg: LoaderConfig, workers: int, n_batches: int
+) -> tuple[float, float]:
+    """(mean, fastest block) seconds per batch in steady state, after warm-up batches.
+
+    The batches are timed in 3 blocks: on a shared machine the fastest block is the best
+    estimate of the pipeline's own cost, the mean of what it got."""
+    with build_loader(folder, None, cfg, num_workers=workers, seed=0) as loader:
+        for _ in range(max(2, workers * 2)):
+            next(loader)
+        per_block = max(1, n_batches // BLOCKS)
+        times = []
+        for _ in range(BLOCKS):
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                next(loader)
+            times.append((time.perf_counter() - t0) / per_block)
+    return float(np.mean(times)), float(min(times))
+
+
+NNUNET_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time, warnings
+    warnings.filterwarnings("ignore")
+    import numpy as np
+    from batchgenerators.dataloading.nondet_multi_threaded_augmenter import (
+        NonDetMultiThreadedAugmenter)
+    from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+    from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    src, folder, ids, patch, batch, workers, n = (sys.argv[1], sys.argv[2],
+        json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5]),
+        json.loads(sys.argv[6]), int(sys.argv[7]))
+    # nnU-Net's default storage: blosc2 with chunks/blocks fitted to the patch, as its
+    # preprocessor writes them
+    import os, pickle
+    from nnunetv2.training.dataloading.nnunet_dataset import (
+        nnUNetDatasetBlosc2, comp_blosc2_params)
+    os.makedirs(folder, exist_ok=True)
+    for case in ids:
+        data = np.load(os.path.join(src, case + ".npy"))
+        seg = np.load(os.path.join(src, case + "_seg.npy"))[None].astype(np.int16)
+        props = pickle.load(open(os.path.join(src, case + ".pkl"), "rb"))
+        bd, cd = comp_blosc2_params(data.shape, tuple(patch), data.itemsize)
+        bs, cs = comp_blosc2_params(seg.shape, tuple(patch), seg.itemsize)
+        nnUNetDatasetBlosc2.save_case(data, seg, props, os.path.join(folder, case),
+                                      chunks=cd, blocks=bd, chunks_seg=cs, blocks_seg=bs)
+    # nnUNetTrainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size, as it decides
+    dim = len(patch)
+    if dim == 2:
+        dummy2d = False
+        rot = np.pi / 12 if max(patch) / min(patch) > 1.5 else np.pi
+        mirror = (0, 1)
+    else:
+        dummy2d = max(patch) / patch[0] > 3
+        rot = np.pi if dummy2d else np.pi / 6
+        mirror = (0, 1, 2)
+    initial = get_patch_size(patch, (-rot, rot), (-rot, rot), (-rot, rot), (0.85, 1.25))
+    if dummy2d:
+        initial[0] = patch[0]
+    tr = nnUNetTrainer.get_training_transforms(patch, (-rot, rot), None, mirror, dummy2d)
+    labels = LabelManager({"background": 0, "nerve": 1, "vessel": 2}, None)
+    out = {}
+    for w in workers:
+        ds = nnUNetDatasetBlosc2(folder, list(ids))
+        dl = nnUNetDataLoader(ds, batch, initial, patch, labels,
+                              oversample_foreground_percent=0.33, transforms=tr)
+        gen = (SingleThreadedAugmenter(dl, None) if w == 0 else
+               NonDetMultiThreadedAugmenter(dl, None, w, num_cached=max(6, w // 2),
+                                            seeds=None, pin_memory=False, wait_time=0.002))
+        for _ in range(max(2, 2 * w)):
+            next(gen)
+        per_block = max(1, n // 3)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                b = next(gen)
+            times.append((time.perf_counter() - t0) / per_block)
+        out[w] = [sum(times) / 3, min(times)]
+        if w:
+            gen._finish()
+    out["shape"] = list(b["data"].shape)
+    print(json.dumps(out))
+    """
+)
+
+
+def time_nnunet(
+    src: Path, ids: list[str], patch: tuple[int, ...], batch: int, workers: list[int], n: int
+) -> dict | None:
+    folder = src.parent / f"{src.name}_nnunet"
+    env = {
+        **os.environ,
+        "nnUNet_raw": str(folder),
+        "nnUNet_preprocessed": str(folder),
+        "nnUNet_results": str(folder),
+    }
+    args = [json.dumps(ids), json.dumps(list(patch)), str(batch), json.dumps(workers), str(n)]
+    proc = subprocess.run(
+        [str(BENCH_PYTHON), "-c", NNUNET_SCRIPT, str(src), str(folder), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stdout[-1500:] + proc.stderr[-1500:]).strip()
+        print(f"  nnU-Net timing failed (exit {proc.returncode}):\n{tail}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _rate(mean: float, best: float) -> str:
+    return (
+        f"{mean:.3f} s/batch = {1 / mean:5.1f} batches/s (fastest block {best:.3f} s = "
+        f"{1 / best:5.1f}/s)"
+    )
+
+
+# --------------------------------------------------------------------------- main
+def plan_configs(args: argparse.Namespace) -> dict[str, LoaderConfig]:
+    defaults = {
+        "3d": LoaderConfig(
+            3,
+            (20, 128, 128),
+            2,
+            anisotropic=True,
+            augmentation="mri",
+            spacing=(4.0, 0.5, 0.5),
+            name="3d default",
+        ),
+        "2d": LoaderConfig(2, (224, 288), 12, augmentation="ultrasound", name="2d default"),
+    }
+    out = {}
+    for kind, name, path in (
+        ("3d", args.config_3d, args.plans),
+        ("2d", args.config_2d, args.plans_2d or args.plans),
+    ):
+        plan = json.loads(Path(path).read_text()) if path else {}
+        block = plan.get("configurations", {}).get(name)
+        if block is None:
+            if path:
+                print(f"{name} not in {path}; using the default {kind} plan")
+            out[kind] = defaults[kind]
+            continue
+        # the phantoms carry the profile of their modality, whatever the plan's dataset was
+        profile = "mri" if kind == "3d" else "ultrasound"
+        out[kind] = LoaderConfig.from_plan(block, name=name, augmentation=profile)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, default=30, help="timed batches per setting")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--plans", help="plans.json to take the 3D (and 2D) configuration from")
+    parser.add_argument("--plans-2d", help="plans.json for the 2D configuration (default --plans)")
+    parser.add_argument("--config-3d", default="3d_fullres")
+    parser.add_argument("--config-2d", default="2d")
+    parser.add_argument("--no-nnunet", action="store_true", help="skip nnU-Net's loader")
+    args = parser.parse_args()
+
+    configs = plan_configs(args)
+    print(f"CPU cores visible: {os.cpu_count()}, affinity: {len(os.sched_getaffinity(0))}")
+    with tempfile.TemporaryDirectory(prefix="bench_dl_") as tmp:
+        for kind, cfg in configs.items():
+            folder = Path(tmp) / kind
+            ids = write_dataset(folder, kind, n_cases=8 if kind == "3d" else 16)
+            voxels = cfg.batch_size * math.prod(cfg.patch_size)
+            print(
+                f"\n[{kind}] {cfg.name}: patch {list(cfg.patch_size)} batch {cfg.batch_size} "
+                f"slices {cfg.slices} anisotropic {cfg.anisotropic} profile {cfg.augmentation}"
+            )
+            ours = {}
+            for w in args.workers:
+                mean, best = time_autoseg(folder, cfg, w, args.batches)
+                ours[w] = (mean, best)
+                print(f"  autoseg  workers={w}: {_rate(mean, best)}")
+            if kind == "3d":
+                step = HEART_3D_STEP_S * voxels / HEART_3D_VOXELS
+                print(
+                    f"  GPU step to beat: A100 nnU-Net Heart 3d_fullres "
+                    f"{HEART_3D_STEP_S:.3f} s/it, scaled to this batch's "
+                    f"{voxels / 1e6:.2f} M voxels: {step:.3f} s/it"
+                )
+            else:
+                step = HEART_2D_STEP_S
+                print(f"  GPU step to beat: A100 nnU-Net Heart 2d {HEART_2D_STEP_S:.3f} s/it")
+            if 0 in ours:
+                need = math.ceil(ours[0][1] / step)
+                print(f"  workers needed to keep up with {step:.3f} s/it: {need}")
+            if args.no_nnunet or cfg.slices > 1 or cfg.crop_window is not None:
+                continue
+            if not BENCH_PYTHON.exists():
+                print(f"  nnU-Net loader: not timed ({BENCH_PYTHON} not found)")
+                continue
+            write_nnunet_locations(folder, ids)
+            patch = tuple(cfg.patch_size)
+            res = time_nnunet(folder, ids, patch, cfg.batch_size, args.workers, args.batches)
+            if res is None:
+                continue
+            for w in args.workers:
+                mean, best = res[str(w)]
+                ratio = best / ours[w][1]
+                print(
+                    f"  nnU-Net  workers={w}: {_rate(mean, best)}; autoseg/nnU-Net speed "
+                    f"{ratio:.2f}x (fastest blocks)"
+                )
+
+
+if __name__ == "__main__":
+    main()
