@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "autoseg.cli.convert",
     "autoseg.cli.verify",
     "autoseg.cli.fingerprint",
+    "autoseg.cli.plan",
     "autoseg.cli.show_batch",
     "autoseg.cli.evaluate",
     "autoseg.cli.measure",

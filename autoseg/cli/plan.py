@@ -1,0 +1,88 @@
+"""``autoseg plan DATASET``: fingerprint -> plans.json, with a table and the reasons."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="choose configurations, spacing, patch/batch size and networks",
+        description="Derive the training plan from the dataset fingerprint (computed first if "
+        "missing) and a GPU memory budget; write $AUTOSEG_ROOT/preprocessed/<dataset>/"
+        "plans.json and print one row per configuration with the reason for every choice. "
+        "An existing plan is kept (it may hold hand edits) unless --overwrite is given. "
+        "Python: autoseg.planning.run_plan / plan_dataset / load_plan.",
+    )
+    p.add_argument("dataset", help="dataset id (12), folder name (012_Nerves) or path")
+    p.add_argument(
+        "--gpu-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="GPU memory budget in GB (default: the detected GPU's memory, else 8)",
+    )
+    p.add_argument(
+        "--time-budget",
+        default=None,
+        metavar="DURATION",
+        help="training time budget, e.g. 10m, 8h, 1h30m (recorded for the trainer)",
+    )
+    p.add_argument(
+        "--configs",
+        default=None,
+        metavar="LIST",
+        help="only these configurations, e.g. 2d,3d_fullres "
+        "(from 2d, 2.5d, 3d_fullres, 3d_lowres, crop; default: all the rules choose)",
+    )
+    p.add_argument(
+        "--network",
+        choices=("unet", "resenc_unet"),
+        default="unet",
+        help="plain U-Net (default) or residual-encoder U-Net",
+    )
+    p.add_argument("--overwrite", action="store_true", help="re-plan even if plans.json exists")
+    p.add_argument("--brief", action="store_true", help="print the table without the reasons")
+    p.add_argument("--root", default=None, help="data root (default: $AUTOSEG_ROOT)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from autoseg.planning import (
+        PLANS_FILE,
+        ensure_fingerprint,
+        format_plan,
+        load_plan,
+        parse_duration,
+        plan_is_stale,
+        run_plan,
+    )
+
+    budget = None if args.time_budget is None else parse_duration(args.time_budget)
+    fp_path = ensure_fingerprint(args.dataset, args.root)
+    out = fp_path.parent / PLANS_FILE
+    kept = out.is_file() and not args.overwrite
+    if not kept:
+        out = run_plan(
+            args.dataset,
+            args.root,
+            gpu_memory_gb=args.gpu_memory,
+            configs=args.configs,
+            time_budget_s=budget,
+            network=args.network,
+            overwrite=True,
+        )
+    plan = load_plan(out)
+    print(format_plan(plan, why=not args.brief))
+    print()
+    if kept:
+        print(f"plan kept (it may hold hand edits; use --overwrite to re-plan): {out}")
+        if plan_is_stale(plan, fp_path):
+            print(
+                "warning: the fingerprint changed since this plan was made; re-plan with "
+                "--overwrite"
+            )
+    else:
+        print(f"plan written: {out}")
+    return 0

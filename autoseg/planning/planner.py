@@ -1,0 +1,587 @@
+"""Orchestration: fingerprint -> :class:`Plan` (pure) and the ``plans.json`` file (I/O).
+
+Every number comes from one of the rule modules (spacing, normalization, topology, patch,
+configurations, sampling, schedule); this module only feeds them and records their ``why``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from autoseg import __version__
+from autoseg.errors import AutosegError
+from autoseg.fingerprint.schema import FINGERPRINT_FILE, Fingerprint
+from autoseg.planning import configurations as cfg
+from autoseg.planning.normalization import channel_normalization, crop_volume_ratio
+from autoseg.planning.patch import (
+    CachedEstimator,
+    MemoryEstimator,
+    batch_size_rule,
+    fit_patch,
+    network_memory_gb,
+    parameter_count,
+)
+from autoseg.planning.plan import (
+    CONFIG_NAMES,
+    PLANS_FILE,
+    ConfigurationPlan,
+    CropWindow,
+    DeviceInfo,
+    FingerprintSummary,
+    Plan,
+    save_plan,
+)
+from autoseg.planning.sampling import augmentation_profile, loss_rule, oversample_rate
+from autoseg.planning.schedule import schedule_rule
+from autoseg.planning.spacing import (
+    median_resampled_shape,
+    resampling_rule,
+    target_spacing,
+    total_resampled_voxels,
+)
+from autoseg.planning.topology import NETWORKS, Topology, architecture_block, pooling_topology
+
+DEFAULT_GPU_MEMORY_GB = 8.0
+# Upper bound of the low-resolution search: 1.01^1024 ~ 26 000x coarser, far beyond any image.
+MAX_LOWRES_STEPS = 1024
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
+
+
+def _tag(rule: Callable[..., Any], text: str) -> str:
+    """Prefix a reason with its rule's name, e.g. ``spacing.target_spacing: median ...``."""
+    return f"{rule.__module__.rsplit('.', 1)[-1]}.{rule.__name__}: {text}"
+
+
+def _ruled(rule: Callable[..., tuple[Any, str]], *args: Any, **kwargs: Any) -> tuple[Any, str]:
+    """Apply a rule that returns (value, reason); tag the reason with the rule's name."""
+    value, text = rule(*args, **kwargs)
+    return value, _tag(rule, text)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def as_fingerprint(fingerprint: Mapping[str, Any] | Fingerprint) -> Fingerprint:
+    """The typed fingerprint, checked for what the planner relies on."""
+    fp = (
+        fingerprint
+        if isinstance(fingerprint, Fingerprint)
+        else Fingerprint.from_dict(dict(fingerprint))
+    )
+    fix = "recompute it with 'autoseg fingerprint DATASET --overwrite'"
+    if fp.dim not in (2, 3):
+        raise AutosegError(f"fingerprint dim must be 2 or 3, got {fp.dim}", fix=fix)
+    if not fp.cases:
+        raise AutosegError("the fingerprint lists no training case", fix=fix)
+    for c in fp.cases:
+        if len(c.spacing) != fp.dim or len(c.shape_after_crop) != fp.dim:
+            raise AutosegError(f"case {c.case_id}: spacing/shape are not {fp.dim}D", fix=fix)
+        if min(c.spacing) <= 0 or min(c.shape_after_crop) < 1:
+            raise AutosegError(f"case {c.case_id}: non-positive spacing or shape", fix=fix)
+    if sorted(fp.labels.values())[:1] != [0] or len(fp.labels) < 2:
+        raise AutosegError("labels need background 0 and at least one foreground label", fix=fix)
+    if set(fp.modality) != set(fp.channel_names):
+        raise AutosegError("modality must name every channel", fix=fix)
+    return fp
+
+
+def fingerprint_sha256(fingerprint: Mapping[str, Any] | Fingerprint) -> str:
+    """Hash of the fingerprint's canonical JSON: tells whether a plan is stale."""
+    d = fingerprint.to_dict() if isinstance(fingerprint, Fingerprint) else fingerprint
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def detect_device() -> tuple[str, str | None, float | None]:
+    """("cuda", name, total GiB) of GPU 0, or ("cpu", None, None)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            return "cuda", str(props.name), props.total_memory / 2**30
+    except Exception:  # a broken CUDA installation plans as a CPU machine
+        pass
+    return "cpu", None, None
+
+
+def device_rule(gpu_memory_gb: float | None, device: str | None = None) -> tuple[DeviceInfo, str]:
+    """The memory budget: ``--gpu-memory`` if given, else the detected GPU's total memory, else
+    8 GB (nnU-Net's reference budget, which a plan made on a CPU machine can then train with
+    on a typical 8-12 GB GPU)."""
+    if device is None:
+        kind, name, detected = detect_device()
+    elif device in ("cuda", "cpu"):
+        kind, name, detected = device, None, None
+    else:
+        raise AutosegError(f"unknown device {device!r}", fix="use 'cuda' or 'cpu'")
+    if gpu_memory_gb is not None:
+        if not gpu_memory_gb > 0:
+            raise AutosegError(f"--gpu-memory must be positive, got {gpu_memory_gb}", fix="e.g. 8")
+        info = DeviceInfo(kind, name, float(gpu_memory_gb), "argument")
+        return info, f"budget {gpu_memory_gb:g} GB from --gpu-memory ({kind})"
+    if detected is not None:
+        info = DeviceInfo(kind, name, round(detected, 2), "detected")
+        return info, f"budget {detected:.1f} GB = total memory of {name}"
+    info = DeviceInfo(kind, name, DEFAULT_GPU_MEMORY_GB, "default")
+    return info, f"no GPU memory given or detected -> default budget {DEFAULT_GPU_MEMORY_GB:g} GB"
+
+
+def parse_configs(configs: str | Iterable[str] | None, dim: int) -> list[str] | None:
+    """``"2d,3d_fullres"`` or a list -> validated names (None = let the rules decide)."""
+    if configs is None:
+        return None
+    names = [c.strip() for c in configs.split(",")] if isinstance(configs, str) else list(configs)
+    names = [n for n in names if n]
+    possible = cfg.candidate_configurations(dim)
+    for n in names:
+        if n not in CONFIG_NAMES:
+            raise AutosegError(
+                f"unknown configuration {n!r}", fix=f"choose from {', '.join(CONFIG_NAMES)}"
+            )
+        if n not in possible:
+            raise AutosegError(
+                f"configuration {n!r} does not apply to {dim}D data",
+                fix=f"choose from {', '.join(possible)}",
+            )
+    if not names:
+        raise AutosegError("no configuration named", fix=f"e.g. --configs {possible[0]}")
+    return names
+
+
+# ---------------------------------------------------------------- the pure planner
+
+
+@dataclass
+class _Context:
+    """Numbers several rules share, derived once from the fingerprint."""
+
+    fp: Fingerprint
+    spacings: list[list[float]]
+    shapes: list[list[int]]
+    target: list[float]
+    median_shape: list[int]
+    thick: int | None
+    fg_fraction: float
+    network: str
+    estimator: MemoryEstimator
+    budget_gb: float
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.fp.channel_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.fp.labels)
+
+
+def _median_foreground_fraction(fp: Fingerprint) -> float:
+    """Median over cases of the summed foreground-label fractions."""
+    return float(np.median([sum(c.class_voxel_fraction.values()) for c in fp.cases]))
+
+
+def _topology_why(topo: Topology, arch: dict[str, Any], spacing: Sequence[float]) -> str:
+    pools = list(topo.pools_per_axis)
+    coarse = [f"stage {s}: {list(k)}" for s, k in enumerate(topo.kernel_sizes) if 1 in k]
+    why = (
+        f"{topo.n_stages} stages, pooling per axis {pools} (an axis is pooled while its spacing "
+        f"is < 2x the finest and its map >= 8) from spacing {_fmt(spacing)}; features "
+        f"{arch['features_per_stage']}"
+    )
+    if coarse:
+        why += "; kernel 1 along axes >= 2x coarser: " + ", ".join(coarse)
+    return why
+
+
+def _plan_configuration(
+    ctx: _Context,
+    name: str,
+    spacing: Sequence[float],
+    median_shape: Sequence[int],
+    *,
+    dataset_voxels: int,
+    fg_fraction: float,
+    slice_axis: int | None = None,
+    context_slices: int = 1,
+    crop: CropWindow | None = None,
+    why: dict[str, str] | None = None,
+) -> ConfigurationPlan:
+    in_channels = ctx.n_channels * context_slices
+
+    def make_architecture(topo: Topology) -> dict[str, Any]:
+        return architecture_block(
+            topo, network=ctx.network, in_channels=in_channels, num_classes=ctx.num_classes
+        )
+
+    fit = fit_patch(spacing, median_shape, make_architecture, ctx.estimator, ctx.budget_gb)
+    batch, memory, why_batch = batch_size_rule(
+        fit.architecture, fit.patch, ctx.estimator, ctx.budget_gb, dataset_voxels
+    )
+    rate, why_rate = _ruled(oversample_rate, fg_fraction)
+    loss, why_loss = _ruled(loss_rule, name)
+    augmentation, why_aug = _ruled(augmentation_profile, name, spacing)
+    why = dict(why or {})
+    why.update(
+        patch_size=_tag(fit_patch, fit.why),
+        topology=_tag(pooling_topology, _topology_why(fit.topology, fit.architecture, spacing)),
+        batch_size=_tag(batch_size_rule, why_batch),
+        oversample_foreground=why_rate,
+        loss=why_loss,
+        augmentation=why_aug,
+    )
+    return ConfigurationPlan(
+        dim=len(spacing),
+        spacing=[float(s) for s in spacing],
+        median_shape=[int(m) for m in median_shape],
+        patch_size=list(fit.patch),
+        batch_size=batch,
+        architecture=fit.architecture,
+        slice_axis=slice_axis,
+        context_slices=context_slices,
+        augmentation=augmentation,
+        oversample_foreground=rate,
+        loss=loss,
+        estimated_memory_gb=round(memory, 3),
+        parameters=parameter_count(fit.architecture),
+        crop=crop,
+        why=why,
+    )
+
+
+def _plan_slices(ctx: _Context, name: str, total_voxels: int) -> ConfigurationPlan | str:
+    """``2d`` / ``2.5d`` of 3D data (or ``2d`` of 2D data)."""
+    if ctx.fp.dim == 2:
+        return _plan_configuration(
+            ctx,
+            name,
+            ctx.target,
+            ctx.median_shape,
+            dataset_voxels=total_voxels,
+            fg_fraction=ctx.fg_fraction,
+            why={"spacing": f"target spacing {_fmt(ctx.target)}"},
+        )
+    axis = cfg.slice_axis(ctx.thick)
+    keep = [a for a in range(3) if a != axis]
+    why = {
+        "spacing": f"in-plane target spacing; slices cut across axis {axis} "
+        + ("(the thick axis)" if ctx.thick is not None else "(no thick axis: axis 0)")
+    }
+    k = 1
+    if name == "2.5d":
+        extents = [
+            None if e is None else list(e.median)
+            for e in ctx.fp.aggregate.foreground_extent_mm.values()
+        ]
+        k, why["context_slices"] = _ruled(
+            cfg.context_slices, extents, axis, ctx.target[axis], ctx.median_shape[axis]
+        )
+        if k < cfg.MIN_CONTEXT_SLICES:
+            return f"2.5d not planned: {why['context_slices']} (fewer than 3 slices)"
+    return _plan_configuration(
+        ctx,
+        name,
+        [ctx.target[a] for a in keep],
+        [ctx.median_shape[a] for a in keep],
+        dataset_voxels=total_voxels,
+        fg_fraction=ctx.fg_fraction,
+        slice_axis=axis,
+        context_slices=k,
+        why=why,
+    )
+
+
+def _plan_lowres(ctx: _Context, full: ConfigurationPlan) -> ConfigurationPlan | str:
+    """``3d_lowres`` at the first spacing where the patch covers >= 25 % of the median image."""
+    needed, why_needed = cfg.needs_lowres(full.patch_size, full.median_shape)
+    if not needed:
+        return f"3d_lowres not planned: {why_needed}"
+
+    def attempt(steps: int) -> tuple[float, list[float], list[int]]:
+        spacing = cfg.lowres_spacing(ctx.target, steps)
+        median = median_resampled_shape(ctx.shapes, ctx.spacings, spacing)
+        fit = fit_patch(
+            spacing,
+            median,
+            lambda topo: architecture_block(
+                topo, network=ctx.network, in_channels=ctx.n_channels, num_classes=ctx.num_classes
+            ),
+            ctx.estimator,
+            ctx.budget_gb,
+        )
+        return cfg.patch_coverage(fit.patch, median), spacing, median
+
+    steps = cfg.lowres_steps(lambda k: attempt(k)[0], MAX_LOWRES_STEPS)
+    if steps is None:
+        return f"3d_lowres not planned: {why_needed}, and no coarser spacing reaches 25 %"
+    coverage, spacing, median = attempt(steps)
+    reduction = math.prod(full.median_shape) / math.prod(median)
+    if reduction < cfg.LOWRES_MIN_REDUCTION:
+        return (
+            f"3d_lowres not planned: {why_needed}, but the coarser median image is only "
+            f"{reduction:.2f}x smaller (< {cfg.LOWRES_MIN_REDUCTION:g}x)"
+        )
+    why = {
+        "spacing": _tag(cfg.needs_lowres, why_needed)
+        + f" -> lowres_step: spacing grown in {cfg.LOWRES_STEP} steps (in-plane first "
+        f"until within 2x of the thick axis): {steps} steps -> {_fmt(spacing)}, where the patch "
+        f"covers {100 * coverage:.0f} % of the median image {_fmt(median)} "
+        f"({reduction:.1f}x fewer voxels than full resolution)"
+    }
+    return _plan_configuration(
+        ctx,
+        "3d_lowres",
+        spacing,
+        median,
+        dataset_voxels=total_resampled_voxels(ctx.shapes, ctx.spacings, spacing),
+        fg_fraction=ctx.fg_fraction,
+        why=why,
+    )
+
+
+def _plan_crop(ctx: _Context, planned: Mapping[str, ConfigurationPlan]) -> ConfigurationPlan | str:
+    extent = cfg.foreground_extent_p95([c.foreground_extent_all_mm for c in ctx.fp.cases])
+    if extent is None:
+        return "crop not planned: no case has foreground"
+    spacing = ctx.target  # crop is planned for 3D data only: the full-resolution spacing
+    window_mm, window_vox, why_window = cfg.crop_window(extent, spacing, ctx.median_shape)
+    wanted, why_wanted = cfg.wants_crop(ctx.fg_fraction, window_vox, ctx.median_shape)
+    if not wanted:
+        return f"crop not planned: {why_wanted}"
+    localiser, why_loc = cfg.choose_localiser(list(planned))
+    if localiser is None:
+        return f"crop not planned: {why_loc} to localise it (add 2d to --configs)"
+    share = math.prod(ctx.median_shape) / math.prod(window_vox)
+    crop = CropWindow(
+        window_mm=window_mm,
+        window_voxels=window_vox,
+        localiser=localiser,
+        localiser_spacing=list(planned[localiser].spacing),
+    )
+    return _plan_configuration(
+        ctx,
+        "crop",
+        spacing,
+        window_vox,
+        dataset_voxels=ctx.fp.n_cases * math.prod(window_vox),
+        fg_fraction=min(1.0, ctx.fg_fraction * share),
+        crop=crop,
+        why={
+            "crop": "; ".join(
+                [
+                    _tag(cfg.wants_crop, why_wanted),
+                    _tag(cfg.crop_window, why_window),
+                    _tag(cfg.choose_localiser, why_loc),
+                ]
+            ),
+            "spacing": "full-resolution target spacing inside the window",
+            "median_shape": "the window (the image a crop sample is cut from)",
+        },
+    )
+
+
+def plan_dataset(
+    fingerprint: Mapping[str, Any] | Fingerprint,
+    *,
+    gpu_memory_gb: float | None = None,
+    configs: str | Iterable[str] | None = None,
+    time_budget_s: float | None = None,
+    network: str = "unet",
+    device: str | None = None,
+    estimator: MemoryEstimator | None = None,
+    progress: bool = False,
+) -> Plan:
+    """The plan for a fingerprint (``fingerprint.json`` as a dict, or a Fingerprint).
+
+    No file I/O. ``gpu_memory_gb`` is the memory budget (default: the detected GPU's memory,
+    else 8 GB); ``configs`` restricts the configurations (names or ``"2d,3d_fullres"``; the
+    rules may still leave one out, with the reason in ``plan.why["configurations"]``);
+    ``device`` overrides the detected device type ("cuda"/"cpu", recorded only);
+    ``estimator`` replaces the real-network memory estimate (tests); ``progress`` shows a
+    bar over the configurations (each runs the memory estimate 5-40 times, ~0.1-0.3 s each).
+    """
+    fp = as_fingerprint(fingerprint)
+    if network not in NETWORKS:
+        raise AutosegError(f"unknown network {network!r}", fix=f"choose from {NETWORKS}")
+    requested = parse_configs(configs, fp.dim)
+    device_info, why_device = _ruled(device_rule, gpu_memory_gb, device)
+    spacings = [list(c.spacing) for c in fp.cases]
+    shapes = [list(c.shape_after_crop) for c in fp.cases]
+    why: dict[str, str] = {"device": why_device}
+
+    crop_ratio = crop_volume_ratio([c.shape for c in fp.cases], shapes)
+    normalization = {}
+    for ch in fp.channel_names:
+        intensity = fp.aggregate.intensity.get(ch)
+        stats = None if intensity is None else intensity.to_dict()
+        if fp.modality[ch] == "ct" and (stats is None or stats["mean"] is None):
+            raise AutosegError(
+                f"channel {ch} is CT but the fingerprint has no foreground intensities",
+                fix="label at least one case, or name the channel as non-CT in dataset.json",
+            )
+        normalization[ch], why[f"normalization.{ch}"] = _ruled(
+            channel_normalization, fp.modality[ch], stats, crop_ratio
+        )
+
+    target, why["target_spacing"] = _ruled(target_spacing, spacings, shapes)
+    resampling, why["resampling"] = _ruled(
+        resampling_rule, target, list(fp.aggregate.spacing_median)
+    )
+    median_shape = median_resampled_shape(shapes, spacings, target)
+    total_voxels = total_resampled_voxels(shapes, spacings, target)
+    fg_fraction = _median_foreground_fraction(fp)
+    ctx = _Context(
+        fp=fp,
+        spacings=spacings,
+        shapes=shapes,
+        target=target,
+        median_shape=median_shape,
+        thick=resampling.thick_axis,
+        fg_fraction=fg_fraction,
+        network=network,
+        estimator=CachedEstimator(estimator or network_memory_gb),
+        budget_gb=device_info.gpu_memory_gb,
+    )
+
+    wanted = list(cfg.candidate_configurations(fp.dim)) if requested is None else requested
+    planned: dict[str, ConfigurationPlan] = {}
+    notes: list[str] = []
+    full: ConfigurationPlan | None = None  # also needed by 3d_lowres when not requested
+    order = [n for n in CONFIG_NAMES if n in wanted]
+    for name in tqdm(order, desc="planning", unit="config", disable=not progress):
+        if name in ("3d_fullres", "3d_lowres") and full is None:
+            full = _plan_configuration(
+                ctx,
+                "3d_fullres",
+                target,
+                median_shape,
+                dataset_voxels=total_voxels,
+                fg_fraction=fg_fraction,
+                why={"spacing": "target spacing"},
+            )
+        result: ConfigurationPlan | str
+        if name == "3d_fullres":
+            assert full is not None
+            result = full
+        elif name == "3d_lowres":
+            assert full is not None
+            result = _plan_lowres(ctx, full)
+        elif name == "crop":
+            result = _plan_crop(ctx, planned)
+        else:
+            result = _plan_slices(ctx, name, total_voxels)
+        if isinstance(result, ConfigurationPlan):
+            planned[name] = result
+        else:
+            notes.append(result)
+    if not planned:
+        raise AutosegError(
+            "no configuration could be planned: " + "; ".join(notes),
+            fix="choose other --configs",
+        )
+    why["configurations"] = (
+        f"{fp.dim}D data -> considered {', '.join(wanted)}; planned {', '.join(planned)}"
+        + ("; " + "; ".join(notes) if notes else "")
+    )
+    schedule, why["schedule"] = _ruled(schedule_rule, time_budget_s)
+
+    extent_p95 = cfg.foreground_extent_p95([c.foreground_extent_all_mm for c in fp.cases])
+    summary = FingerprintSummary(
+        sha256=fingerprint_sha256(fp),
+        dim=fp.dim,
+        n_cases=fp.n_cases,
+        modality=dict(fp.modality),
+        spacing_median=[float(v) for v in fp.aggregate.spacing_median],
+        shape_after_crop_median=[int(round(v)) for v in fp.aggregate.shape_after_crop_median],
+        anisotropy_ratio=round(float(fp.aggregate.anisotropy_ratio), 4),
+        foreground_fraction_median=fg_fraction,
+        foreground_extent_p95_mm=None if extent_p95 is None else [round(v, 3) for v in extent_p95],
+        cases_without_foreground=int(fp.aggregate.cases_without_foreground),
+    )
+    return Plan(
+        dataset=fp.dataset,
+        created_by=f"autoseg {__version__}",
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        fingerprint=summary,
+        device=device_info,
+        channel_names=dict(fp.channel_names),
+        labels=dict(fp.labels),
+        normalization=normalization,
+        target_spacing=target,
+        resampling=resampling,
+        configurations=planned,
+        schedule=schedule,
+        why=why,
+    )
+
+
+# ---------------------------------------------------------------- files
+
+
+def ensure_fingerprint(dataset: str | int | os.PathLike, root: str | os.PathLike | None) -> Path:
+    """The dataset's fingerprint, computed (or refreshed) from the raw dataset when that
+    resolves; otherwise an existing ``<root>/preprocessed/<dataset>/fingerprint.json``."""
+    from autoseg.fingerprint import run_fingerprint
+    from autoseg.paths import preprocessed_dir
+
+    try:
+        return run_fingerprint(dataset, root)
+    except AutosegError:
+        candidate = preprocessed_dir(root) / str(dataset) / FINGERPRINT_FILE
+        if candidate.is_file():
+            return candidate
+        raise
+
+
+def run_plan(
+    dataset: str | int | os.PathLike,
+    root: str | os.PathLike | None = None,
+    *,
+    gpu_memory_gb: float | None = None,
+    configs: str | Iterable[str] | None = None,
+    time_budget_s: float | None = None,
+    network: str = "unet",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write ``<root>/preprocessed/<dataset>/plans.json`` and return its path.
+
+    ``dataset`` is an id, folder name or path of a raw dataset (its fingerprint is computed
+    first when missing or stale), or the name of a preprocessed folder holding a fingerprint.
+    An existing plan is kept (it may hold hand edits) unless ``overwrite``; use
+    :func:`plan_is_stale` to see whether it still matches the fingerprint.
+    """
+    fp_path = ensure_fingerprint(dataset, root)
+    out = fp_path.parent / PLANS_FILE
+    if out.is_file() and not overwrite:
+        return out
+    data = json.loads(fp_path.read_text(encoding="utf-8"))
+    plan = plan_dataset(
+        Fingerprint.from_dict(data, fp_path),
+        gpu_memory_gb=gpu_memory_gb,
+        configs=configs,
+        time_budget_s=time_budget_s,
+        network=network,
+        progress=progress,
+    )
+    return save_plan(plan, out)
+
+
+def plan_is_stale(plan: Plan, fingerprint_file: str | os.PathLike) -> bool:
+    """True when the fingerprint on disk is not the one the plan was made from."""
+    data = json.loads(Path(fingerprint_file).read_text(encoding="utf-8"))
+    return plan.fingerprint.sha256 != fingerprint_sha256(Fingerprint.from_dict(data))
