@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "autoseg.cli.verify",
     "autoseg.cli.fingerprint",
     "autoseg.cli.plan",
+    "autoseg.cli.preprocess",
     "autoseg.cli.show_batch",
     "autoseg.cli.evaluate",
     "autoseg.cli.measure",

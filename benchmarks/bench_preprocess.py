@@ -1,0 +1,330 @@
+"""Benchmark: autoseg's preprocessing against nnU-Net v2's, same data, same cores.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_preprocess.py                  # 20 phantoms, 2 cores
+    .venv/bin/python benchmarks/bench_preprocess.py --vary-spacing   # force resampling
+    .venv/bin/python benchmarks/bench_preprocess.py --resampling     # backends only
+
+The dataset is the 3D thigh-MRI nerve phantom (:mod:`autoseg.phantoms`): 20 volumes of
+24 x 160 x 160 voxels at 3 x 0.75 x 0.75 mm, int16, zero air outside the thigh. With
+``--vary-spacing`` case ``i`` is stored at (3 + 0.1 (i mod 5)) x (0.7 + 0.02 (i mod 6)) mm in
+plane, so every case is resampled to the median spacing (the phantom's own spacing is uniform,
+which makes resampling a no-op for both systems).
+
+Each system runs in a fresh interpreter (start-up and imports count on both sides), median of
+``--repeats`` runs after one warm-up; peak memory is the largest sum of proportional set sizes
+(PSS: resident memory, shared pages split between the processes sharing them) over the process
+tree, sampled every 20 ms (workers included):
+
+* ``autoseg``: :func:`autoseg.preprocessing.preprocess_dataset` with ``overwrite=True`` on a
+  plan made with the planner's rules (target spacing, normalization, resampling orders);
+* ``nnU-Net``: ``nnUNetv2_preprocess -d ID -c 3d_fullres -np N`` after an untimed fingerprint
+  and plan, if ``.venv-bench/bin/nnUNetv2_plan_and_preprocess`` exists
+  (``benchmarks/make_bench_venv.sh`` builds it); the ratio nnU-Net / autoseg is the speed-up.
+
+``--resampling`` times the resampling backends on one volume: autoseg's separable matrices,
+3D ``scipy.ndimage.zoom`` and SimpleITK's B-spline resampler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from autoseg.io import DatasetJson, Geometry, write_image  # noqa: E402
+
+NNUNET_BIN = REPO / ".venv-bench" / "bin" / "nnUNetv2_plan_and_preprocess"
+DATASET_ID = 951
+DATASET = f"Dataset{DATASET_ID}_BenchThigh"  # accepted by autoseg and nnU-Net alike
+
+
+def make_dataset(raw: Path, n_cases: int, shape, vary_spacing: bool) -> Path:
+    """Phantom volumes in the standard layout (shared by both systems); returns the folder."""
+    from autoseg.phantoms import Mri3dConfig, make_case
+
+    dest = raw / DATASET
+    if (dest / "dataset.json").is_file():
+        return dest
+    cfg = Mri3dConfig(shape=tuple(shape))
+    for i in range(n_cases):
+        case = make_case("mri3d", i, seed=0, config=cfg)
+        geo = case.geometry
+        if vary_spacing:
+            spacing_zyx = (3.0 + 0.1 * (i % 5), 0.7 + 0.02 * (i % 6), 0.7 + 0.02 * (i % 6))
+            geo = Geometry(tuple(reversed(spacing_zyx)), geo.origin, geo.direction, geo.size)
+        write_image(dest / "imagesTr" / f"{case.case_id}_0000.nii.gz", case.image, geo)
+        write_image(dest / "labelsTr" / f"{case.case_id}.nii.gz", case.mask, geo)
+    DatasetJson(
+        channel_names={"0": "T2"},
+        labels={"background": 0, "nerve": 1},
+        num_training=n_cases,
+        file_ending=".nii.gz",
+    ).save(dest)
+    return dest
+
+
+def write_plan(root: Path, dataset_dir: Path) -> None:
+    """plans.json for 3d_fullres from the planner's rules (fingerprint numbers read here)."""
+    from autoseg.io import list_cases, read_image
+    from autoseg.planning.normalization import channel_normalization
+    from autoseg.planning.plan import (
+        ConfigurationPlan,
+        DeviceInfo,
+        FingerprintSummary,
+        Plan,
+        Schedule,
+        save_plan,
+    )
+    from autoseg.planning.spacing import resampling_rule, target_spacing
+    from autoseg.planning.topology import architecture_block, fit_topology
+
+    spacings, shapes = [], []
+    for case in list_cases(dataset_dir):
+        img = read_image(case.images[0])
+        spacings.append(img.geometry.spacing_zyx)
+        shapes.append(img.array.shape)
+    target, _ = target_spacing(spacings, shapes)
+    median = [float(v) for v in np.median(spacings, axis=0)]
+    resampling, _ = resampling_rule(target, median)
+    norm, _ = channel_normalization("mri", None, 0.9)
+    patch, topo = fit_topology(target, (24, 128, 128))
+    arch = architecture_block(topo, network="unet", in_channels=1, num_classes=2)
+    plan = Plan(
+        dataset=dataset_dir.name,
+        created_by="bench_preprocess",
+        created_at="2025-01-01T00:00:00",
+        fingerprint=FingerprintSummary(
+            sha256="0" * 64,
+            dim=3,
+            n_cases=len(spacings),
+            modality={"0": "mri"},
+            spacing_median=median,
+            shape_after_crop_median=[int(v) for v in np.median(shapes, axis=0)],
+            anisotropy_ratio=max(median) / min(median),
+            foreground_fraction_median=0.002,
+            foreground_extent_p95_mm=None,
+            cases_without_foreground=0,
+        ),
+        device=DeviceInfo(type="cpu", name=None, gpu_memory_gb=8.0, source="default"),
+        channel_names={"0": "T2"},
+        labels={"background": 0, "nerve": 1},
+        normalization={"0": norm},
+        target_spacing=list(target),
+        resampling=resampling,
+        configurations={
+            "3d_fullres": ConfigurationPlan(
+                dim=3,
+                spacing=list(target),
+                median_shape=list(patch),
+                patch_size=list(patch),
+                batch_size=2,
+                architecture=arch,
+            )
+        },
+        schedule=Schedule(),
+    )
+    save_plan(plan, root / "preprocessed" / dataset_dir.name / "plans.json")
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: pages shared by forked workers are counted once in the sum."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak MB of the summed PSS of the process tree) of one command.
+
+    CPU time (user + system of the command and every worker it waited for) is the number to
+    compare on a shared machine: other jobs stretch wall time, not CPU time.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, sum(_pss_mb(p) for p in _descendants(proc.pid)))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
+    return wall, cpu, peak
+
+
+def repeat(cmd: list[str], env: dict[str, str], repeats: int) -> list[tuple[float, float, float]]:
+    run_measured(cmd, env)  # warm-up: page cache, compiled bytecode
+    return [run_measured(cmd, env) for _ in range(repeats)]
+
+
+def _fmt(runs: list[tuple[float, float, float]]) -> str:
+    walls = [w for w, _, _ in runs]
+    cpu = statistics.median(c for _, c, _ in runs)
+    peak = max(m for _, _, m in runs)
+    return (
+        f"wall {statistics.median(walls):6.2f} s (runs {', '.join(f'{w:.2f}' for w in walls)}), "
+        f"CPU {cpu:6.2f} s, peak memory {peak:.0f} MB"
+    )
+
+
+def bench_resampling(shape=(24, 160, 160), factor=(1.25, 1.25, 1.25), repeats=5) -> None:
+    """Order-3 3D resampling of one float32 volume with each backend, best of ``repeats``."""
+    import scipy.ndimage as ndi
+    import SimpleITK as sitk
+
+    from autoseg.preprocessing.resampling import resample_array
+
+    rng = np.random.default_rng(0)
+    vol = ndi.gaussian_filter(rng.random(shape), 2).astype(np.float32)
+    out = tuple(int(round(n * f)) for n, f in zip(shape, factor))
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    def itk() -> np.ndarray:
+        r = sitk.ResampleImageFilter()
+        r.SetSize(out[::-1])
+        r.SetOutputSpacing([i / o for i, o in zip(shape[::-1], out[::-1])])
+        r.SetOutputOrigin([-0.5 + 0.5 * i / o for i, o in zip(shape[::-1], out[::-1])])
+        r.SetInterpolator(sitk.sitkBSpline)
+        return sitk.GetArrayFromImage(r.Execute(sitk.GetImageFromArray(vol)))
+
+    zoom = [o / i for o, i in zip(out, shape)]
+    ours = best(lambda: resample_array(vol, out, (3, 3, 3)))
+    sci = best(lambda: ndi.zoom(vol, zoom, order=3, mode="nearest", grid_mode=True))
+    itk_t = best(itk)
+    diff = np.abs(
+        resample_array(vol, out, (3, 3, 3))
+        - ndi.zoom(vol, zoom, order=3, mode="nearest", grid_mode=True)
+    ).max()
+    print(f"resampling {shape} -> {out}, order 3, {os.cpu_count()} CPUs:")
+    print(f"  autoseg separable matrices  {1000 * ours:8.1f} ms  (max |diff| to scipy {diff:.1e})")
+    print(f"  scipy.ndimage.zoom (3D)     {1000 * sci:8.1f} ms")
+    print(f"  SimpleITK B-spline          {1000 * itk_t:8.1f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=(24, 160, 160), metavar=("Z", "Y", "X")
+    )
+    parser.add_argument("--vary-spacing", action="store_true", help="per-case spacing")
+    parser.add_argument("--workers", type=int, default=2, help="processes for both systems")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--resampling", action="store_true", help="only the backend timings")
+    parser.add_argument("--nnunet-bin", type=Path, default=NNUNET_BIN)
+    parser.add_argument("--workdir", type=Path, help="keep data and outputs here")
+    args = parser.parse_args(argv)
+
+    bench_resampling()
+    bench_resampling((60, 320, 320), (1.0, 1.2, 1.2), repeats=3)
+    if args.resampling:
+        return 0
+    tmp = tempfile.TemporaryDirectory(prefix="bench_pp_") if args.workdir is None else None
+    work = Path(tmp.name) if tmp else args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        root = work / "autoseg_root"
+        dataset_dir = make_dataset(root / "raw", args.cases, args.shape, args.vary_spacing)
+        write_plan(root, dataset_dir)
+        print(
+            f"dataset: {args.cases} phantoms {tuple(args.shape)}"
+            f"{', varied spacing' if args.vary_spacing else ''}; workers={args.workers}"
+        )
+        code = (
+            "from autoseg.preprocessing import preprocess_dataset; "
+            f"preprocess_dataset({DATASET!r}, {str(root)!r}, num_workers={args.workers}, "
+            "overwrite=True, progress=False)"
+        )
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        ours = repeat([sys.executable, "-c", code], env, args.repeats)
+        print(f"autoseg  {_fmt(ours)}")
+
+        if not args.nnunet_bin.exists():
+            print(
+                f"nnU-Net: absent ({args.nnunet_bin} not found; build it with "
+                "benchmarks/make_bench_venv.sh) - no comparison"
+            )
+            return 0
+        bindir = args.nnunet_bin.parent
+        nn_env = dict(
+            os.environ,
+            nnUNet_raw=str(root / "raw"),
+            nnUNet_preprocessed=str(work / "nnunet_preprocessed"),
+            nnUNet_results=str(work / "nnunet_results"),
+        )
+        ident = ["-d", str(DATASET_ID)]
+        for step in (["nnUNetv2_extract_fingerprint", *ident, "-np", str(args.workers)],
+                     ["nnUNetv2_plan_experiment", *ident]):  # fmt: skip
+            run_measured([str(bindir / step[0]), *step[1:]], nn_env)
+        nn_cmd = [str(bindir / "nnUNetv2_preprocess"), *ident, "-c", "3d_fullres"]
+        nn = repeat([*nn_cmd, "-np", str(args.workers)], nn_env, args.repeats)
+        print(f"nnU-Net  {_fmt(nn)}")
+        for i, what in ((0, "wall"), (1, "CPU")):
+            ratio = statistics.median(r[i] for r in nn) / statistics.median(r[i] for r in ours)
+            print(f"speed-up nnU-Net / autoseg ({what} time): {ratio:.2f}x (target >= 2x)")
+        return 0
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
