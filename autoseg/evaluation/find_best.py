@@ -425,13 +425,33 @@ def _score_case(job: _ScoreJob) -> _CaseScores:
         )
         for cand in job.candidates
     }
+    n_comp, min_vol = _reference_stats(ref, spacing, job.labels)
+    return _CaseScores(job.case, scores, n_comp, min_vol, tuple(spacing))
+
+
+def _reference_stats(
+    ref: np.ndarray, spacing: Sequence[float], labels: Sequence[int]
+) -> tuple[dict[int, int], dict[int, float | None]]:
+    """Per label: number of components, and the smallest one's volume in mm³ (None if none)."""
     voxel = math.prod(spacing)
-    n_comp, min_vol = {}, {}
-    for lab in job.labels:
+    n_comp: dict[int, int] = {}
+    min_vol: dict[int, float | None] = {}
+    for lab in labels:
         sizes = component_sizes(ref, lab)
         n_comp[lab] = int(sizes.size)
         min_vol[lab] = float(sizes[-1]) * voxel if sizes.size else None
-    return _CaseScores(job.case, scores, n_comp, min_vol, tuple(spacing))
+    return n_comp, min_vol
+
+
+@dataclass(frozen=True)
+class _StatsJob:
+    ref: Path
+    labels: tuple[int, ...]
+
+
+def _stats_case(job: _StatsJob) -> dict[int, float | None]:
+    ref, geometry = read_label_map(job.ref)
+    return _reference_stats(ref, geometry.spacing_zyx, job.labels)[1]
 
 
 @dataclass(frozen=True)
@@ -520,6 +540,20 @@ def find_best(
 
     # Post-processing, on the chosen candidate's out-of-fold segmentations.
     min_vol = {lab: {r.case: r.min_volume_mm3[lab] for r in per_case} for lab in labels}
+    # Training cases of the chosen folds that were not scored (only when --folds leaves some
+    # folds out) still teach the min-size threshold.
+    unscored = sorted({c for cs in found.train_cases.values() for c in cs} - set(found.cases))
+    unscored = [c for c in unscored if (raw / "labelsTr" / f"{c}{ds.file_ending}").is_file()]
+    extra = map_cases(
+        _stats_case,
+        [_StatsJob(raw / "labelsTr" / f"{c}{ds.file_ending}", labels) for c in unscored],
+        num_workers=num_workers,
+        progress=progress and bool(unscored),
+        desc="training labels",
+    )
+    for case, vols in zip(unscored, extra):
+        for lab in labels:
+            min_vol[lab][case] = vols[lab]
     n_comp = {lab: [r.n_components[lab] for r in per_case] for lab in labels}
     thresholds = {lab: fold_thresholds(min_vol[lab], found.train_cases) for lab in labels}
     k_ok = {lab: k_largest_applicable(n_comp[lab]) for lab in labels}

@@ -1,0 +1,49 @@
+"""``autoseg plan-and-train DATASET``: see :func:`autoseg.pipeline.plan_and_train`."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "plan-and-train",
+        help="plan, preprocess, train all folds of all configurations, choose the best",
+        description="Everything from a converted dataset to a chosen model: fingerprint, "
+        "plan, preprocess, 5-fold cross-validation of every planned configuration, then "
+        "find-best (configuration or ensemble, plus post-processing). Rerun the same "
+        "command after an interruption to continue. Python API: "
+        "autoseg.pipeline.plan_and_train.",
+    )
+    p.add_argument("dataset", help="dataset id, folder name or path")
+    p.add_argument("--configs", help="comma-separated configurations (default: all planned)")
+    p.add_argument("--folds", default="all", help="all (default) or e.g. 0,1")
+    p.add_argument("--n-folds", type=int, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--time-budget", help="total training time, e.g. 10m or 8h (fits the plan)")
+    p.add_argument("--gpu-memory", type=float, help="GPU memory budget in GB")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2, help="data-augmentation processes")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from autoseg.pipeline import plan_and_train
+    from autoseg.planning.schedule import parse_duration
+
+    result = plan_and_train(
+        args.dataset,
+        configs=args.configs.split(",") if args.configs else None,
+        folds=args.folds,
+        n_folds=args.n_folds,
+        time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
+        gpu_memory_gb=args.gpu_memory,
+        device=args.device,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
+    info = result.inference
+    print(f"plan: {result.plan_path}")
+    print(
+        f"chosen: {info.get('chosen')} (cross-validated Dice {info.get('cv_dice')}, "
+        f"with post-processing {info.get('cv_dice_postprocessed')})"
+    )
+    return 0

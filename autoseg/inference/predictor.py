@@ -1,0 +1,334 @@
+"""Predicting new cases with one configuration, or an ensemble, of trained folds.
+
+For each configuration: preprocess the case exactly as its training data was preprocessed
+(the plan's spacing and normalization), slide every fold's network over it, average the
+folds' probabilities, and invert the preprocessing so that the probabilities lie on the input
+image's own grid. Configurations of an ensemble are averaged on that grid (their spacings can
+differ), then the argmax is post-processed.
+
+The ``crop`` configuration sees only a window around the nerve: its localiser configuration
+(planned in ``crop.localiser``) predicts the whole image first, and the window is centred on
+the largest connected foreground component it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autoseg.errors import AutosegError
+from autoseg.inference.sliding_window import WindowSpec, predict_sliding_window
+from autoseg.io import Geometry
+from autoseg.networks import build_network
+from autoseg.training.checkpoint import load_checkpoint
+
+
+@dataclass
+class FoldModel:
+    """One trained fold of one configuration, ready to run."""
+
+    config: str
+    fold: int
+    network: torch.nn.Module
+
+
+@dataclass
+class CaseFlags:
+    """What a user should check for one case (the seeds report 10-20 % outright failures)."""
+
+    empty: bool = False
+    volume_outlier: bool = False
+    low_confidence: bool = False
+    fold_disagreement: bool = False
+    localiser_missed: bool = False
+    details: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def any(self) -> bool:
+        return any(
+            (
+                self.empty,
+                self.volume_outlier,
+                self.low_confidence,
+                self.fold_disagreement,
+                self.localiser_missed,
+            )
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.any,
+            "empty": self.empty,
+            "volume_outlier": self.volume_outlier,
+            "low_confidence": self.low_confidence,
+            "fold_disagreement": self.fold_disagreement,
+            "localiser_missed": self.localiser_missed,
+            **{k: round(float(v), 4) for k, v in self.details.items()},
+        }
+
+
+# Thresholds of the quality flags (documented in documentation/prediction.md).
+LOW_CONFIDENCE = 0.75  # mean max-probability inside the predicted foreground
+FOLD_AGREEMENT = 0.8  # mean pairwise Dice of the folds' own segmentations
+VOLUME_FACTOR = 3.0  # foreground volume outside [min / 3, max * 3] of the training cases
+
+
+def load_fold_models(
+    results_config_dir: str | os.PathLike,
+    config: str,
+    folds: Sequence[int],
+    *,
+    checkpoint: str = "final",
+    device: torch.device | str = "cpu",
+) -> list[FoldModel]:
+    """Build each fold's network from its checkpoint (weights only; never runs code)."""
+    models = []
+    for fold in folds:
+        path = Path(results_config_dir) / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
+        state = load_checkpoint(path, map_location="cpu")
+        net = build_network(json.loads(state["arch"]))
+        net.load_state_dict(state["model"])
+        models.append(FoldModel(config, int(fold), net.to(device).eval()))
+    if not models:
+        raise AutosegError(f"no folds given for configuration {config!r}")
+    return models
+
+
+def window_spec(plan: Any, config: str, *, tta: bool, overlap: float = 0.5) -> WindowSpec:
+    cfg = plan.configurations[config]
+    return WindowSpec(
+        patch_size=tuple(int(p) for p in cfg.patch_size),
+        num_classes=plan.num_classes,
+        slices=int(cfg.context_slices),
+        slice_axis=int(cfg.slice_axis or 0) if cfg.dim < plan.dim else 0,
+        overlap=overlap,
+        mirror=tta,
+    )
+
+
+def largest_component_box(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
+    """Bounding box [start, stop) of the largest connected component, None if empty."""
+    import cc3d
+
+    if not mask.any():
+        return None
+    labels = cc3d.connected_components(mask.astype(np.uint8))
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    biggest = labels == int(np.argmax(counts))
+    idx = np.nonzero(biggest)
+    return tuple((int(i.min()), int(i.max()) + 1) for i in idx)
+
+
+def centred_window(
+    centre: Sequence[float], window: Sequence[int], shape: Sequence[int]
+) -> tuple[slice, ...]:
+    """A window of ``window`` voxels centred on ``centre``, shifted to lie inside ``shape``."""
+    out = []
+    for c, w, s in zip(centre, window, shape):
+        w = min(int(w), int(s))
+        start = int(round(c - w / 2))
+        start = min(max(start, 0), s - w)
+        out.append(slice(start, start + w))
+    return tuple(out)
+
+
+def original_to_preprocessed(index: Sequence[float], properties: dict[str, Any]) -> list[float]:
+    """Map a voxel position of the original image to the preprocessed grid of a case.
+
+    Preprocessing resamples edge-aligned grids (voxel i covers [i, i+1) of the axis), so a
+    voxel centre maps as (p + 0.5) * n / c - 0.5.
+    """
+    bbox = properties["crop_bbox"]
+    pos = [float(i) - b[0] for i, b in zip(index, bbox)]
+    if properties["was_2d"]:
+        pos = [0.0, *pos]
+    crop_shape = list(properties["shape_after_crop"])
+    new_shape = list(properties["shape_after_resampling"])
+    return [(p + 0.5) * n / c - 0.5 for p, n, c in zip(pos, new_shape, crop_shape)]
+
+
+class Predictor:
+    """Holds a plan and the fold networks of the chosen configurations; predicts cases."""
+
+    def __init__(
+        self,
+        plan: Any,
+        models: dict[str, list[FoldModel]],
+        *,
+        device: torch.device | str = "cpu",
+        tta: bool = True,
+        amp: bool = True,
+        overlap: float = 0.5,
+        postprocessing: dict[str, Any] | None = None,
+        localisers: dict[str, list[FoldModel]] | None = None,
+        training_volumes_mm3: Sequence[float] | None = None,
+        batch_size: int = 2,
+    ):
+        self.plan = plan
+        self.models = models
+        self.device = torch.device(device)
+        self.tta = tta
+        self.amp = amp
+        self.overlap = overlap
+        self.postprocessing = postprocessing or {}
+        self.localisers = localisers or {}
+        self.training_volumes_mm3 = list(training_volumes_mm3 or [])
+        self.batch_size = batch_size
+        self._case_cache: dict[str, tuple] = {}  # per case: config -> result (see predict)
+        from autoseg.preprocessing.preprocess import params_from_plan
+
+        self._params = {name: params_from_plan(plan, [name])[0] for name in self._all_configs()}
+
+    def _all_configs(self) -> list[str]:
+        return list(dict.fromkeys([*self.models, *self.localisers]))
+
+    # ------------------------------------------------------------------ pieces
+    def preprocess(self, image: np.ndarray, geometry: Geometry, config: str):
+        from autoseg.preprocessing.preprocess import preprocess_case
+
+        return preprocess_case(image, geometry, self._params[config])
+
+    def _fold_probabilities(
+        self, models: list[FoldModel], data: np.ndarray, config: str
+    ) -> list[torch.Tensor]:
+        spec = window_spec(self.plan, config, tta=self.tta, overlap=self.overlap)
+        return [
+            predict_sliding_window(
+                m.network, data, spec, device=self.device, batch_size=self.batch_size, amp=self.amp
+            )
+            for m in models
+        ]
+
+    def probabilities_preprocessed(
+        self,
+        data: np.ndarray,
+        properties: dict[str, Any],
+        config: str,
+        window: tuple[slice, ...] | None = None,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Fold-averaged probabilities (K, Z, Y, X) on the preprocessed grid, and each fold's
+        argmax (for the disagreement flag). ``window`` restricts prediction to a crop."""
+        models = self.models.get(config) or self.localisers[config]
+        if window is None:
+            folds = self._fold_probabilities(models, data, config)
+            full = [f.numpy() for f in folds]
+        else:
+            sub = data[(slice(None), *window)]
+            folds = self._fold_probabilities(models, sub, config)
+            full = []
+            for f in folds:
+                canvas = np.zeros((f.shape[0], *data.shape[1:]), np.float32)
+                canvas[0] = 1.0
+                canvas[(slice(None), *window)] = f.numpy()
+                full.append(canvas)
+        mean = np.mean(full, axis=0)
+        return mean, [np.argmax(f, axis=0) for f in full]
+
+    def _crop_window(
+        self, image: np.ndarray, geometry: Geometry, config: str, properties: dict[str, Any]
+    ) -> tuple[tuple[slice, ...], bool]:
+        """Window for the crop configuration from its localiser's whole-image prediction."""
+        cfg = self.plan.configurations[config]
+        localiser = cfg.crop.localiser
+        probs, _, _ = self.config_probabilities(image, geometry, localiser)
+        box = largest_component_box(np.argmax(probs, axis=0) > 0)
+        shape = properties["shape_after_resampling"]
+        window_vox = list(cfg.crop.window_voxels)
+        if len(window_vox) < len(shape):
+            window_vox = [shape[0], *window_vox]  # 2D window on a 2D dataset stored as Z=1
+        if box is None:
+            centre = [s / 2 for s in shape]
+            missed = True
+        else:
+            centre_orig = [(a + b - 1) / 2 for a, b in box]
+            centre = original_to_preprocessed(centre_orig, properties)
+            missed = False
+        return centred_window(centre, window_vox, shape), missed
+
+    def config_probabilities(
+        self, image: np.ndarray, geometry: Geometry, config: str
+    ) -> tuple[np.ndarray, list[np.ndarray], bool]:
+        """Probabilities on the original grid for one configuration (+ folds' label maps)."""
+        from autoseg.preprocessing.invert import invert_labels, invert_probabilities
+
+        if config in self._case_cache:  # e.g. the crop's localiser is also in the ensemble
+            return self._case_cache[config]
+
+        pre = self.preprocess(image, geometry, config)
+        window, missed = None, False
+        cfg = self.plan.configurations[config]
+        if config == "crop" and cfg.crop is not None:
+            window, missed = self._crop_window(image, geometry, config, pre.properties)
+        probs, fold_maps = self.probabilities_preprocessed(pre.data, pre.properties, config, window)
+        back, _ = invert_probabilities(probs, pre.properties)
+        fold_back = [invert_labels(m.astype(np.uint8), pre.properties)[0] for m in fold_maps]
+        self._case_cache[config] = (back, fold_back, missed)
+        return back, fold_back, missed
+
+    # ------------------------------------------------------------------ whole case
+    def predict(
+        self, image: np.ndarray, geometry: Geometry
+    ) -> tuple[np.ndarray, np.ndarray, CaseFlags]:
+        """(label map, probabilities (K, ...), flags) on the input image's own grid.
+
+        ``image`` is (C, *spatial) as :func:`autoseg.preprocessing.preprocess.read_case`
+        returns it.
+        """
+        self._case_cache = {}
+        all_probs, all_folds, missed_any = [], [], False
+        for config in self.models:
+            probs, folds, missed = self.config_probabilities(image, geometry, config)
+            all_probs.append(probs)
+            all_folds.extend(folds)
+            missed_any |= missed
+        probs = np.mean(all_probs, axis=0).astype(np.float32)
+        seg = np.argmax(probs, axis=0).astype(np.uint8)
+        if self.postprocessing:
+            from autoseg.inference.postprocess import apply_postprocessing
+
+            seg = apply_postprocessing(seg, self.postprocessing, geometry.spacing_zyx)
+        flags = self.quality_flags(seg, probs, all_folds, geometry)
+        flags.localiser_missed = missed_any
+        self._case_cache = {}
+        return seg, probs, flags
+
+    def quality_flags(
+        self,
+        seg: np.ndarray,
+        probs: np.ndarray,
+        fold_maps: Sequence[np.ndarray],
+        geometry: Geometry,
+    ) -> CaseFlags:
+        flags = CaseFlags()
+        fg = seg > 0
+        voxel_mm3 = float(np.prod(geometry.spacing))
+        volume = float(fg.sum()) * voxel_mm3
+        flags.details["foreground_mm3"] = volume
+        flags.empty = not fg.any()
+        if fg.any():
+            conf = float(probs.max(axis=0)[fg].mean())
+            flags.details["mean_confidence"] = conf
+            flags.low_confidence = conf < LOW_CONFIDENCE
+        if self.training_volumes_mm3 and not flags.empty:
+            lo = min(self.training_volumes_mm3) / VOLUME_FACTOR
+            hi = max(self.training_volumes_mm3) * VOLUME_FACTOR
+            flags.volume_outlier = not lo <= volume <= hi
+        if len(fold_maps) > 1:
+            dices = []
+            for i in range(len(fold_maps)):
+                for j in range(i + 1, len(fold_maps)):
+                    a, b = fold_maps[i] > 0, fold_maps[j] > 0
+                    denom = a.sum() + b.sum()
+                    dices.append(1.0 if denom == 0 else 2 * (a & b).sum() / denom)
+            agreement = float(np.mean(dices))
+            flags.details["fold_agreement"] = agreement
+            flags.fold_disagreement = agreement < FOLD_AGREEMENT
+        return flags

@@ -1,0 +1,114 @@
+"""``autoseg plan-and-train``: every stage from a converted dataset to a chosen model.
+
+plan (fingerprint first if needed) -> preprocess -> train all folds of every planned
+configuration -> find-best. Each stage skips what is already done, so rerunning the same
+command after an interruption (Ctrl-C, a crash, a reboot) continues where it stopped:
+finished folds are skipped and an interrupted fold resumes from its last epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoseg.errors import AutosegError
+
+
+@dataclass
+class PipelineResult:
+    dataset: str
+    plan_path: Path
+    trained: dict[str, list[Path]]
+    inference: dict[str, Any]
+
+
+def training_order(plan: Any, configs: Sequence[str]) -> list[str]:
+    """Configurations in the order they can be trained: a crop configuration's localiser
+    first, because the crop is validated with the localiser's out-of-fold prediction."""
+    order: list[str] = []
+    for name in configs:
+        crop = plan.configurations[name].crop
+        if crop is not None and crop.localiser not in order:
+            order.append(crop.localiser)
+        if name not in order:
+            order.append(name)
+    return order
+
+
+def per_fold_budget(plan: Any, config: str, n_configs: int, n_folds: int) -> float | None:
+    """Seconds one fold of ``config`` may train for, from the plan's time budget."""
+    cfg = plan.configurations[config]
+    explicit = getattr(cfg, "schedule", None)
+    if explicit is not None and getattr(explicit, "fold_budget_s", None):
+        return float(explicit.fold_budget_s)
+    total = plan.schedule.time_budget_s
+    if not total:
+        return None
+    return float(total) / (n_configs * n_folds)
+
+
+def plan_and_train(
+    dataset: str | int | os.PathLike,
+    root: str | os.PathLike | None = None,
+    *,
+    configs: Sequence[str] | None = None,
+    folds: str | Sequence[int] = "all",
+    n_folds: int = 5,
+    time_budget_s: float | None = None,
+    gpu_memory_gb: float | None = None,
+    device: str = "auto",
+    num_workers: int = 2,
+    progress: bool = True,
+) -> PipelineResult:
+    """Run every stage; returns where the plan, the folds and the chosen model are."""
+    from autoseg.evaluation.find_best import find_best
+    from autoseg.paths import preprocessed_dir, resolve_dataset
+    from autoseg.planning.plan import load_plan
+    from autoseg.planning.planner import run_plan
+    from autoseg.preprocessing.preprocess import preprocess_dataset
+    from autoseg.training.run import options_from_plan, train
+
+    raw = resolve_dataset(dataset, root)
+    plan_path = preprocessed_dir(root) / raw.name / "plans.json"
+    if not plan_path.is_file():
+        run_plan(
+            raw,
+            root,
+            gpu_memory_gb=gpu_memory_gb,
+            configs=configs,
+            time_budget_s=time_budget_s,
+            progress=progress,
+        )
+    plan = load_plan(plan_path)
+    names = list(configs) if configs else list(plan.configurations)
+    missing = [c for c in names if c not in plan.configurations]
+    if missing:
+        raise AutosegError(
+            f"configuration {missing[0]!r} is not in the plan ({', '.join(plan.configurations)})",
+            path=plan_path,
+            fix="re-plan with --overwrite, or choose planned configurations",
+        )
+    order = training_order(plan, names)
+    preprocess_dataset(raw, root, configs=order, progress=progress)
+    trained: dict[str, list[Path]] = {}
+    for i, config in enumerate(order, 1):
+        if progress:
+            print(f"[{i}/{len(order)}] training {config} ({folds} folds)", flush=True)
+        options = options_from_plan(plan, config=config, device=device, num_workers=num_workers)
+        options.time_budget_s = per_fold_budget(plan, config, len(order), n_folds)
+        trained[config] = train(
+            raw,
+            config,
+            folds,
+            root,
+            options=options,
+            resume=True,
+            n_folds=n_folds,
+            progress=progress,
+        )
+    fold_list = None if folds == "all" else [int(f) for f in str(folds).split(",")]
+    inference = find_best(raw, root, configs=order, folds=fold_list, progress=progress)
+    return PipelineResult(raw.name, plan_path, trained, inference)

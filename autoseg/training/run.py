@@ -1,0 +1,262 @@
+"""``autoseg train``: one configuration, one or all folds, from the plan to validated folds.
+
+A fold is finished when ``checkpoint_final.pt`` and ``validation/metrics.json`` exist; a rerun
+skips it. An interrupted fold continues from ``checkpoint_latest.pt`` with ``resume=True``.
+The end-of-fold validation predicts every validation case with the same code path as
+``autoseg predict`` (sliding window, mirroring, inversion to the original geometry) and keeps
+the probabilities so that find-best can compare and ensemble configurations out of fold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoseg.errors import AutosegError
+from autoseg.io import list_cases, load_dataset_json, write_image, write_json_atomic
+from autoseg.io.atomic import atomic_path
+from autoseg.training.splits import load_or_create_splits
+from autoseg.training.trainer import FINAL, LATEST, Trainer, TrainOptions, TrainSetup
+
+
+def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
+    """The trainer's view of one planned configuration."""
+    if config not in plan.configurations:
+        raise AutosegError(
+            f"configuration {config!r} is not in the plan (it has "
+            f"{', '.join(plan.configurations)})",
+            fix="pick one of those, or re-plan with --configs",
+        )
+    cfg = plan.configurations[config]
+    block = {
+        "name": config,
+        "dim": cfg.dim,
+        "patch_size": list(cfg.patch_size),
+        "batch_size": cfg.batch_size,
+        "oversample_foreground": cfg.oversample_foreground,
+        "context_slices": cfg.context_slices,
+        "slice_axis": cfg.slice_axis,
+        "augmentation": cfg.augmentation,
+        "crop": None if cfg.crop is None else {"window_voxels": list(cfg.crop.window_voxels)},
+        "data_dim": plan.dim,
+        # the loader picks the MRI / ultrasound augmentation profile and mm-based crop jitter
+        "spacing": list(cfg.spacing),
+        "thick_axis": plan.resampling.thick_axis,
+        "modality": dict(plan.fingerprint.modality),
+    }
+    return TrainSetup(
+        config_name=config,
+        arch=dict(cfg.architecture),
+        patch_size=tuple(cfg.patch_size),
+        batch_size=cfg.batch_size,
+        data_dir=data_dir,
+        num_classes=plan.num_classes,
+        oversample_foreground=cfg.oversample_foreground,
+        slices=cfg.context_slices,
+        crop_window=None if cfg.crop is None else tuple(cfg.crop.window_voxels),
+        augmentation=cfg.augmentation,
+        anisotropic=plan.resampling.thick_axis is not None,
+        loader_fields=block,
+        loss={
+            "batch_dice": cfg.loss.batch_dice,
+            "dice_weight": cfg.loss.dice_weight,
+            "ce_weight": cfg.loss.ce_weight,
+        },
+    )
+
+
+def options_from_plan(plan: Any, config: str | None = None, **overrides: Any) -> TrainOptions:
+    """Training options: the schedule from the plan (a configuration's own ``schedule`` block
+    when the time-budget rule gave it one, else the plan-wide one), the rest as overridden.
+    Overrides that are None are ignored; unknown names are an error."""
+    schedule = plan.schedule
+    if config is not None and getattr(plan.configurations[config], "schedule", None):
+        schedule = plan.configurations[config].schedule
+    opts = TrainOptions(epochs=schedule.epochs, iterations_per_epoch=schedule.iterations_per_epoch)
+    for k, v in overrides.items():
+        if not hasattr(opts, k):
+            raise TypeError(f"unknown training option {k!r}")
+        if v is not None:
+            setattr(opts, k, v)
+    return opts
+
+
+def parse_folds(folds: str | int | Sequence[int], n_folds: int) -> list[int]:
+    """``all`` | ``3`` | ``0,2`` | [0, 2] -> fold indices, checked against ``n_folds``."""
+    if isinstance(folds, str):
+        if folds == "all":
+            return list(range(n_folds))
+        try:
+            out = [int(f) for f in folds.split(",") if f.strip()]
+        except ValueError:
+            raise AutosegError(
+                f"folds {folds!r} are not numbers", fix="use all, 0 or 0,2"
+            ) from None
+    elif isinstance(folds, int):
+        out = [folds]
+    else:
+        out = [int(f) for f in folds]
+    bad = [f for f in out if not 0 <= f < n_folds]
+    if bad or not out:
+        raise AutosegError(
+            f"fold {bad[0] if bad else folds} does not exist (folds 0..{n_folds - 1})",
+            fix="use all, or a fold number",
+        )
+    return out
+
+
+def fold_dir(results: Path, config: str, fold: int) -> Path:
+    return results / config / f"fold_{fold}"
+
+
+def fold_is_done(results: Path, config: str, fold: int) -> bool:
+    d = fold_dir(results, config, fold)
+    return (d / FINAL).is_file() and (d / "validation" / "metrics.json").is_file()
+
+
+def train(
+    dataset: str | int | os.PathLike,
+    config: str,
+    folds: str | int | Sequence[int] = "all",
+    root: str | os.PathLike | None = None,
+    *,
+    options: TrainOptions | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    n_folds: int = 5,
+    progress: bool = True,
+) -> list[Path]:
+    """Train (and validate) folds of one configuration; returns the fold folders."""
+    from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
+    from autoseg.planning.plan import load_plan
+    from autoseg.preprocessing.preprocess import data_identifier, preprocess_dataset
+
+    raw = resolve_dataset(dataset, root)
+    name = raw.name
+    plan = load_plan(preprocessed_dir(root) / name)
+    data_dir = preprocessed_dir(root) / name / data_identifier(plan, config)
+    if not (data_dir / "manifest.json").is_file():
+        preprocess_dataset(raw, root, configs=[config], progress=progress)
+    setup = setup_from_plan(plan, config, data_dir)
+    options = options or options_from_plan(plan, config)
+    options.progress = progress
+    ds = load_dataset_json(raw)
+    case_ids = [c.case_id for c in list_cases(raw, ds)]
+    results = results_dir(root) / name
+    splits = load_or_create_splits(
+        results / "splits.json",
+        case_ids,
+        [ds.subject_of(c) for c in case_ids],
+        [ds.cohort_of(c) for c in case_ids],
+        n_folds=n_folds,
+    )
+    out = []
+    for fold in parse_folds(folds, len(splits)):
+        fdir = fold_dir(results, config, fold)
+        out.append(fdir)
+        if fold_is_done(results, config, fold) and not overwrite:
+            continue
+        partial = (fdir / LATEST).is_file() and not (fdir / FINAL).is_file()
+        if partial and not (resume or overwrite):
+            raise AutosegError(
+                f"fold {fold} of {config} was interrupted",
+                path=fdir,
+                fix="add --resume to continue it, or --overwrite to start it again",
+            )
+        if overwrite and fdir.exists():
+            import shutil
+
+            shutil.rmtree(fdir)
+        if not (fdir / FINAL).is_file():
+            trainer = Trainer(
+                setup, options, splits[fold]["train"], splits[fold]["val"], fdir, fold=fold
+            )
+            trainer.fit(resume=resume)
+        validate_fold(
+            raw, plan, config, fold, results, root=root, progress=progress, device=options.device
+        )
+    return out
+
+
+def validate_fold(
+    raw: Path,
+    plan: Any,
+    config: str,
+    fold: int,
+    results: Path,
+    *,
+    root: str | os.PathLike | None = None,
+    tta: bool = True,
+    progress: bool = True,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Predict the fold's validation cases at original geometry; save labels, probabilities
+    (float16) and per-case metrics."""
+    from tqdm import tqdm
+
+    from autoseg.evaluation.metrics import compute_metrics
+    from autoseg.inference.predictor import Predictor, load_fold_models
+    from autoseg.io import read_image
+    from autoseg.preprocessing.preprocess import read_case
+    from autoseg.training.trainer import pick_device
+
+    splits = json.loads((results / "splits.json").read_text())
+    val_ids = splits[fold]["val"]
+    dev = pick_device(device)
+    models = {config: load_fold_models(results / config, config, [fold], device=dev)}
+    localisers = {}
+    crop = plan.configurations[config].crop
+    if crop is not None:
+        if not (fold_dir(results, crop.localiser, fold) / FINAL).is_file():
+            raise AutosegError(
+                f"the crop configuration is validated with its localiser {crop.localiser!r}, "
+                f"whose fold {fold} is not trained",
+                path=fold_dir(results, crop.localiser, fold),
+                fix=f"train {crop.localiser} first (plan-and-train does this in order)",
+            )
+        localisers[crop.localiser] = load_fold_models(
+            results / crop.localiser, crop.localiser, [fold], device=dev
+        )
+    predictor = Predictor(plan, models, device=dev, tta=tta, localisers=localisers)
+    ds = load_dataset_json(raw)
+    cases = {c.case_id: c for c in list_cases(raw, ds)}
+    out = fold_dir(results, config, fold) / "validation"
+    out.mkdir(parents=True, exist_ok=True)
+    labels = sorted(v for v in plan.labels.values() if v != 0)
+    per_case: dict[str, Any] = {}
+    for case_id in tqdm(val_ids, desc=f"validate {config} fold {fold}", disable=not progress):
+        case = cases[case_id]
+        image, geometry, _ = read_case(case.images)
+        seg, probs, _ = predictor.predict(image, geometry)
+        write_image(out / f"{case_id}{ds.file_ending}", seg, geometry)
+        with atomic_path(out / f"{case_id}.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, probabilities=probs.astype(np.float16))
+        ref = read_image(case.label)
+        per_case[case_id] = {
+            str(k): v
+            for k, v in compute_metrics(seg, ref.array, ref.geometry.spacing_zyx, labels).items()
+        }
+    mean_dice = {
+        str(lab): float(np.nanmean([per_case[c][str(lab)]["dice"] for c in per_case]))
+        for lab in labels
+    }
+    summary = {"config": config, "fold": fold, "mean_dice": mean_dice, "cases": per_case}
+    write_json_atomic(out / "metrics.json", _finite(summary))
+    return summary
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj

@@ -1,0 +1,159 @@
+"""Trainer: it learns, logs, checkpoints, and resumes exactly after a SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoseg.training.checkpoint import load_checkpoint
+from autoseg.training.trainer import Trainer, TrainOptions, TrainSetup, epoch_seed, poly_lr
+
+ARCH = {
+    "network": "unet",
+    "dim": 2,
+    "in_channels": 1,
+    "num_classes": 2,
+    "features_per_stage": [4, 8, 8],
+    "kernel_sizes": [[3, 3], [3, 3], [3, 3]],
+    "strides": [[1, 1], [2, 2], [2, 2]],
+    "n_blocks_per_stage": [1, 1, 1],
+    "n_conv_per_stage_decoder": [1, 1],
+    "deep_supervision": True,
+    "norm": "instance",
+    "nonlin": "leaky_relu",
+}
+
+
+def synthetic_loader(case_ids, augment, seed, batch_size, patch=(32, 32)):
+    """Bright discs on noise; the label is the disc. Fully determined by ``seed``."""
+    rng = np.random.default_rng(seed)
+    while True:
+        data = rng.normal(0, 1, (batch_size, 1, *patch)).astype(np.float32)
+        target = np.zeros((batch_size, 1, *patch), np.int64)
+        yy, xx = np.mgrid[: patch[0], : patch[1]]
+        for b in range(batch_size):
+            cy, cx, r = rng.integers(8, 24), rng.integers(8, 24), rng.integers(3, 7)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            data[b, 0][disc] += 2.5
+            target[b, 0][disc] = 1
+        yield {"data": data, "target": target}
+
+
+def _setup(tmp_path: Path) -> TrainSetup:
+    return TrainSetup("2d", ARCH, (32, 32), 4, tmp_path / "unused", num_classes=2)
+
+
+def _options(**kw) -> TrainOptions:
+    base = dict(
+        epochs=3,
+        iterations_per_epoch=4,
+        val_iterations=2,
+        progress=False,
+        deterministic=True,
+        device="cpu",
+    )
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def test_poly_lr_and_epoch_seed():
+    assert poly_lr(0.01, 0, 100) == 0.01
+    assert poly_lr(0.01, 50, 100) == pytest.approx(0.01 * 0.5**0.9)
+    assert epoch_seed(0, 1, 2) == epoch_seed(0, 1, 2) != epoch_seed(0, 1, 3)
+
+
+def test_trainer_learns_and_writes_outputs(tmp_path):
+    out = tmp_path / "fold_0"
+    trainer = Trainer(
+        _setup(tmp_path),
+        _options(epochs=6, iterations_per_epoch=8),
+        ["a"],
+        ["b"],
+        out,
+        loader_factory=synthetic_loader,
+    )
+    log = trainer.fit()
+    assert len(log) == 6
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert log[-1]["pseudo_dice"] > 0.5, log[-1]
+    for name in (
+        "checkpoint_latest.pt",
+        "checkpoint_best.pt",
+        "checkpoint_final.pt",
+        "training_log.json",
+        "training_curves.png",
+    ):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "training_log.json").read_text())
+    assert [e["epoch"] for e in saved] == [1, 2, 3, 4, 5, 6]
+    assert load_checkpoint(out / "checkpoint_final.pt")["epoch"] == 6
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from pathlib import Path
+    from test_trainer import synthetic_loader, _setup, _options
+    from autoseg.training.trainer import Trainer
+
+    def die(epoch, it):
+        if epoch == 1 and it == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    t = Trainer(_setup(Path({tmp!r})), _options(), ["a"], ["b"], Path({out!r}),
+                loader_factory=synthetic_loader, on_iteration=die)
+    t.fit()
+    """
+)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"
+    Trainer(
+        _setup(tmp_path), _options(), ["a"], ["b"], ref_dir, loader_factory=synthetic_loader
+    ).fit()
+    script = KILLER.format(tests=str(Path(__file__).parent), tmp=str(tmp_path), out=str(killed_dir))
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
+    assert proc.returncode == -9, proc.stderr  # really killed mid-epoch 2
+    assert load_checkpoint(killed_dir / "checkpoint_latest.pt")["epoch"] == 1
+    resumed = Trainer(
+        _setup(tmp_path), _options(), ["a"], ["b"], killed_dir, loader_factory=synthetic_loader
+    )
+    resumed.fit(resume=True)
+    ref = load_checkpoint(ref_dir / "checkpoint_final.pt")
+    got = load_checkpoint(killed_dir / "checkpoint_final.pt")
+    assert got["epoch"] == ref["epoch"] == 3
+    for k, v in ref["model"].items():
+        torch.testing.assert_close(got["model"][k], v, atol=1e-6, rtol=1e-5)
+    ref_log, got_log = json.loads(ref["log"]), json.loads(got["log"])
+    assert [e["train_loss"] for e in got_log] == pytest.approx(
+        [e["train_loss"] for e in ref_log], rel=1e-5
+    )
+
+
+def test_time_budget_refits_epochs_after_the_first_epoch(tmp_path):
+    out = tmp_path / "budget"
+    opts = _options(epochs=50, iterations_per_epoch=2, time_budget_s=1e-3)
+    log = Trainer(_setup(tmp_path), opts, ["a"], ["b"], out, loader_factory=synthetic_loader).fit()
+    # a budget far below one epoch leaves the minimum: the measured epoch plus one more
+    assert len(log) == 2 and log[0]["epochs_refitted"] == 2
+    assert load_checkpoint(out / "checkpoint_final.pt")["epochs"] == 2
+    roomy = _options(epochs=2, iterations_per_epoch=2, time_budget_s=3600.0, max_epochs=4)
+    log = Trainer(
+        _setup(tmp_path), roomy, ["a"], ["b"], tmp_path / "roomy", loader_factory=synthetic_loader
+    ).fit()
+    assert len(log) == 4  # a generous budget may extend the plan, up to max_epochs
