@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_ROOT ?= autoseg_data/demo
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test lint format install clean bench bench-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,9 +26,20 @@ test: $(STAMP)
 demo: $(STAMP)
 	AUTOSEG_ROOT=$(DEMO_ROOT) $(BIN)/python -m autoseg.demo
 
+# Side-by-side benchmarks against nnU-Net v2 (not part of `make test`): builds .venv-bench with
+# nnunetv2 (torch pinned to the CPU wheel, no timm/torchvision), then runs each benchmark,
+# which times both systems in the same run and prints the ratios.
+bench-venv:
+	bash benchmarks/make_bench_venv.sh
+
+bench: $(STAMP) bench-venv
+	$(BIN)/python benchmarks/bench_fingerprint.py
+	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BIN)/python benchmarks/bench_dataloader.py
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix autoseg tests benchmarks
 	$(BIN)/ruff format autoseg tests benchmarks
 
 clean:
-	rm -rf $(VENV) autoseg_data .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench autoseg_data .pytest_cache .ruff_cache
