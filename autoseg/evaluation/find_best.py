@@ -227,7 +227,8 @@ class _Discovery:
     skipped: dict[str, str]  # config -> why it is not a candidate
 
 
-def _parse_list(values: str | Sequence[str] | Sequence[int] | None) -> list[str] | None:
+def parse_list(values: str | Sequence[str] | Sequence[int] | None) -> list[str] | None:
+    """``"a,b"`` / ``"a b"`` / ``["a", "b"]`` / ``[0, 1]`` -> list of strings; None stays None."""
     if values is None:
         return None
     if isinstance(values, str):
@@ -240,7 +241,7 @@ def _parse_list(values: str | Sequence[str] | Sequence[int] | None) -> list[str]
 
 def parse_folds(folds: str | Sequence[int] | Sequence[str] | None) -> list[int] | None:
     """``"0,1,2"`` / ``[0, 1, 2]`` -> [0, 1, 2]; None stays None."""
-    items = _parse_list(folds)
+    items = parse_list(folds)
     if items is None:
         return None
     try:
@@ -496,7 +497,7 @@ def find_best(
     raw = resolve_dataset(dataset, root)
     ds = load_dataset_json(raw)
     res = results_dir(root) / raw.name
-    config_list = _parse_list(configs)
+    config_list = parse_list(configs)
     found = discover(res, config_list, parse_folds(folds))
     labels = tuple(sorted(ds.foreground_labels.values()))
     if not labels:

@@ -34,6 +34,7 @@ from typing import Any
 
 from autoseg import __version__
 from autoseg.errors import AutosegError
+from autoseg.evaluation.find_best import parse_list
 from autoseg.io import atomic_path, load_dataset_json
 from autoseg.io.atomic import TMP_MARK
 from autoseg.paths import (
@@ -65,17 +66,6 @@ _FIX_IMPORT = "ask the sender for a fresh export made with 'autoseg export-model
 
 # --------------------------------------------------------------------------------------------
 # Export
-
-
-def _parse_list(values: str | Sequence[Any] | None) -> list[str] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        values = [values]
-    out: list[str] = []
-    for v in values:
-        out.extend(t for t in str(v).replace(" ", ",").split(",") if t)
-    return out
 
 
 def _trained_folds(config_dir: Path) -> set[int]:
@@ -156,7 +146,7 @@ def export_model(
     info_path = res / INFERENCE
     info = _read_json_object(info_path) if info_path.is_file() else None
 
-    config_list = _parse_list(configs)
+    config_list = parse_list(configs)
     if config_list is None:
         if info is None:
             raise AutosegError(
@@ -177,7 +167,7 @@ def export_model(
             )
     all_configs = _with_localisers(config_list, plan)
 
-    fold_items = _parse_list(folds)
+    fold_items = parse_list(folds)
     if fold_items is not None:
         try:
             fold_list = sorted({int(f) for f in fold_items})
@@ -185,7 +175,7 @@ def export_model(
             raise AutosegError(
                 f"folds {folds!r} are not integers", fix="write e.g. 0,1,2"
             ) from None
-    elif info is not None and "folds" in info and _parse_list(configs) is None:
+    elif info is not None and "folds" in info and parse_list(configs) is None:
         fold_list = sorted(int(f) for f in info["folds"])
     else:
         common = set.intersection(*(_trained_folds(res / c) for c in all_configs))
