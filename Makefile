@@ -33,6 +33,7 @@ bench-venv:
 	bash benchmarks/make_bench_venv.sh
 
 bench: $(STAMP) bench-venv
+	.venv-bench/bin/python -m pytest -q tests/test_nnunet_export.py  # nnU-Net's own dataset check
 	$(BIN)/python benchmarks/bench_fingerprint.py
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_dataloader.py

@@ -17,6 +17,6 @@ $pip --no-deps nnunetv2==2.8.1 dynamic-network-architectures==0.4.4 acvl-utils==
     batchgeneratorsv2==0.3.6
 $pip tqdm scipy "batchgenerators>=0.25.1" "numpy>=1.24" scikit-learn "scikit-image>=0.19.3" \
     "SimpleITK>=2.2.1" pandas graphviz tifffile requests nibabel matplotlib seaborn \
-    imagecodecs yacs einops "blosc2>=3.3.2" connected-components-3d
+    imagecodecs yacs einops "blosc2>=3.3.2" connected-components-3d pytest hypothesis
 $pip -e .   # autoseg itself, so one venv can drive both systems in the same run
 "$VENV/bin/python" -c "import nnunetv2, torch; print('nnunetv2 ready, torch', torch.__version__)"
