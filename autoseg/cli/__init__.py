@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "autoseg.cli.evaluate",
     "autoseg.cli.measure",
     "autoseg.cli.raters",
+    "autoseg.cli.report",
 )
 
 
