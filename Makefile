@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_ROOT ?= autoseg_data/demo
 
-.PHONY: demo test lint format install clean bench bench-venv
+.PHONY: demo test lint format install clean bench bench-venv chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,15 @@ $(STAMP): $(BIN)/python setup.py pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The report test renders the page in headless Chromium (Debian's package). Installed when
+# missing and apt is usable (root); otherwise that one test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  [ "$$(id -u)" = 0 ] && (apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "chromium not installed: the report rendering test will be skipped"
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check autoseg tests benchmarks
 	$(BIN)/ruff format --check autoseg tests benchmarks
 	$(BIN)/python -m pytest -q
