@@ -38,16 +38,23 @@ def training_order(plan: Any, configs: Sequence[str]) -> list[str]:
     return order
 
 
-def per_fold_budget(plan: Any, config: str, n_configs: int, n_folds: int) -> float | None:
-    """Seconds one fold of ``config`` may train for, from the plan's time budget."""
+# Share of a fold's time left for the epoch loop when the plan has no per-configuration
+# schedule (plans made before --time-budget existed): the rest covers validation and start-up.
+EPOCH_LOOP_SHARE = 0.85
+
+
+def epoch_loop_budget(plan: Any, config: str, n_configs: int, n_folds: int) -> float | None:
+    """Seconds the epoch loop of one fold of ``config`` may take, from the plan's time budget:
+    the configuration's own ``schedule.train_budget_s`` (time-budget plans), else an even
+    share of ``schedule.time_budget_s``; None without a budget."""
     cfg = plan.configurations[config]
     explicit = getattr(cfg, "schedule", None)
-    if explicit is not None and getattr(explicit, "fold_budget_s", None):
-        return float(explicit.fold_budget_s)
+    if explicit is not None and getattr(explicit, "train_budget_s", None):
+        return float(explicit.train_budget_s)
     total = plan.schedule.time_budget_s
     if not total:
         return None
-    return float(total) / (n_configs * n_folds)
+    return EPOCH_LOOP_SHARE * float(total) / (n_configs * n_folds)
 
 
 def plan_and_train(
@@ -98,7 +105,7 @@ def plan_and_train(
         if progress:
             print(f"[{i}/{len(order)}] training {config} ({folds} folds)", flush=True)
         options = options_from_plan(plan, config=config, device=device, num_workers=num_workers)
-        options.time_budget_s = per_fold_budget(plan, config, len(order), n_folds)
+        options.time_budget_s = epoch_loop_budget(plan, config, len(order), n_folds)
         trained[config] = train(
             raw,
             config,

@@ -138,7 +138,7 @@ def test_small_budget_still_valid_and_too_small_fails():
 
 
 def test_device_default_budget_and_schedule():
-    plan = plan_dataset(_sciatic(), configs="2d", estimator=FAKE, time_budget_s=600.0)
+    plan = plan_dataset(_sciatic(), configs="2d", estimator=FAKE)
     import torch
 
     if torch.cuda.is_available():
@@ -146,8 +146,21 @@ def test_device_default_budget_and_schedule():
     else:
         assert plan.device.type == "cpu" and plan.device.gpu_memory_gb == 8.0
         assert plan.device.source == "default"
-    assert plan.schedule.time_budget_s == 600.0 and plan.schedule.source == "default"
+    assert plan.schedule.time_budget_s is None and plan.schedule.source == "default"
     assert (plan.schedule.epochs, plan.schedule.iterations_per_epoch) == (1000, 250)
+    # with a time budget the iterations are timed (a fast fake device here) and the
+    # schedule fitted: 600 s for 1 configuration x 5 folds
+    timed = plan_dataset(
+        _sciatic(),
+        configs="2d",
+        estimator=FAKE,
+        time_budget_s=600.0,
+        step_timer=lambda arch, patch, batch: 1e-4,
+    )
+    assert timed.schedule.time_budget_s == 600.0 and timed.schedule.source == "time_budget"
+    assert timed.schedule.fold_budget_s == 120.0
+    assert timed.configurations["2d"].measured_step_s == 1e-4
+    assert timed.configurations["2d"].patch_size == plan.configurations["2d"].patch_size
 
 
 def test_multichannel_resenc_2p5d():

@@ -27,7 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--time-budget",
         default=None,
         metavar="DURATION",
-        help="training time budget, e.g. 10m, 8h, 1h30m (recorded for the trainer)",
+        help="wall-clock time for training all planned configurations x 5 folds, e.g. 10m, "
+        "8h, 1h30m: training iterations are timed on the device and networks shrunk, "
+        "configurations dropped and epochs set to fit (documentation/planning.md)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default=None,
+        help="where training will run (default: cuda if available, else cpu); "
+        "--time-budget times the iterations there",
     )
     p.add_argument(
         "--configs",
@@ -71,10 +80,15 @@ def _run(args: argparse.Namespace) -> int:
             configs=args.configs,
             time_budget_s=budget,
             network=args.network,
+            device=args.device,
             overwrite=True,
         )
     plan = load_plan(out)
     print(format_plan(plan, why=not args.brief))
+    timing = time_budget_lines(plan)
+    if timing:
+        print()
+        print("\n".join(timing))
     print()
     if kept:
         print(f"plan kept (it may hold hand edits; use --overwrite to re-plan): {out}")
@@ -86,3 +100,25 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(f"plan written: {out}")
     return 0
+
+
+def time_budget_lines(plan) -> list[str]:  # noqa: ANN001 (a Plan; lazy import)
+    """Per configuration of a time-budget plan: measured iteration time and schedule."""
+    s = plan.schedule
+    if s.source != "time_budget" or s.fold_budget_s is None:
+        return []
+    lines = [
+        f"time budget {s.time_budget_s:g} s: {len(plan.configurations)} configuration(s) x 5 "
+        f"folds, {s.fold_budget_s:g} s per fold ({plan.device.type})"
+    ]
+    if "time_budget_warning" in plan.why:
+        lines.append(plan.why["time_budget_warning"])
+    for name, c in plan.configurations.items():
+        if c.schedule is None or c.measured_step_s is None:
+            continue
+        lines.append(
+            f"  {name}: {c.measured_step_s:.3g} s/iteration measured -> {c.schedule.epochs} "
+            f"epochs x {c.schedule.iterations_per_epoch} iterations "
+            f"(epoch loop <= {c.schedule.train_budget_s:g} s per fold)"
+        )
+    return lines

@@ -329,6 +329,29 @@ class CropWindow:
 
 
 @dataclass
+class ConfigurationSchedule:
+    """Training length of one configuration fitted to ``--time-budget`` (it overrides the
+    plan-wide ``schedule`` for this configuration). ``train_budget_s`` is the wall-clock time
+    the epoch loop of one fold (training iterations and the per-epoch pseudo Dice) may take;
+    the trainer refits ``epochs`` to it once it has timed a real epoch."""
+
+    epochs: int
+    iterations_per_epoch: int
+    train_budget_s: float
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> ConfigurationSchedule:
+        d = _obj(d, where, _keys(cls))
+        return cls(
+            epochs=_int(d["epochs"], f"{where}.epochs", 1),
+            iterations_per_epoch=_int(
+                d["iterations_per_epoch"], f"{where}.iterations_per_epoch", 1
+            ),
+            train_budget_s=_float(d["train_budget_s"], f"{where}.train_budget_s", positive=True),
+        )
+
+
+@dataclass
 class ConfigurationPlan:
     """One trainable configuration.
 
@@ -336,6 +359,9 @@ class ConfigurationPlan:
     along ``slice_axis`` and the network sees ``context_slices`` neighbouring slices (1 for
     ``2d``, k for ``2.5d``) per image channel, predicting the centre slice. ``median_shape`` is
     the median (cropped, resampled) image shape at ``spacing`` in the network's axes.
+    ``measured_step_s`` and ``schedule`` are set only when the plan was fitted to a time
+    budget: the measured seconds of one training iteration on the planning device, and this
+    configuration's own training length.
     """
 
     dim: int
@@ -353,6 +379,8 @@ class ConfigurationPlan:
     parameters: int = 0
     crop: CropWindow | None = None
     why: dict[str, str] = field(default_factory=dict)
+    measured_step_s: float | None = None
+    schedule: ConfigurationSchedule | None = None
 
     @property
     def n_stages(self) -> int:
@@ -367,7 +395,12 @@ class ConfigurationPlan:
     def from_dict(
         cls, d: Any, where: str, *, n_channels: int, num_classes: int, data_dim: int
     ) -> ConfigurationPlan:
-        d = _obj(d, where, _keys(cls), optional=("slice_axis", "crop", "why"))
+        d = _obj(
+            d,
+            where,
+            _keys(cls),
+            optional=("slice_axis", "crop", "why", "measured_step_s", "schedule"),
+        )
         dim = _int(d["dim"], f"{where}.dim", 2)
         if dim not in (2, 3) or dim > data_dim:
             raise PlanFieldError(f"{where}.dim", f"expected 2 or 3 (<= data dim {data_dim})")
@@ -409,6 +442,12 @@ class ConfigurationPlan:
             parameters=_int(d["parameters"], f"{where}.parameters", 0),
             crop=None if crop is None else CropWindow.from_dict(crop, f"{where}.crop", dim),
             why=_why(d.get("why", {}), f"{where}.why"),
+            measured_step_s=_opt_float(
+                d.get("measured_step_s"), f"{where}.measured_step_s", positive=True
+            ),
+            schedule=None
+            if d.get("schedule") is None
+            else ConfigurationSchedule.from_dict(d["schedule"], f"{where}.schedule"),
         )
         if plan.oversample_foreground > 1.0:
             raise PlanFieldError(f"{where}.oversample_foreground", "expected a fraction 0..1")
@@ -450,17 +489,21 @@ def _architecture(value: Any, where: str) -> dict[str, Any]:
 @dataclass
 class Schedule:
     """Training length. ``source``: ``default`` (nnU-Net's 1000 x 250), ``time_budget`` (fitted
-    to a measured iteration speed; set by the trainer), or ``user`` (edited by hand).
-    ``time_budget_s`` records ``--time-budget``; nothing is fitted to it at planning time."""
+    to ``--time-budget`` from iteration times measured at planning time; every configuration
+    then has its own ``schedule`` block, which takes precedence), or ``user`` (edited by hand).
+    ``time_budget_s`` records ``--time-budget``: the wall-clock time of training every
+    configuration x 5 folds. ``fold_budget_s`` (time-budget plans only) is that time per
+    configuration and fold, validation and start-up included."""
 
     epochs: int = 1000
     iterations_per_epoch: int = 250
     time_budget_s: float | None = None
     source: str = "default"
+    fold_budget_s: float | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "schedule") -> Schedule:
-        d = _obj(d, where, _keys(cls))
+        d = _obj(d, where, _keys(cls), optional=("fold_budget_s",))
         return cls(
             epochs=_int(d["epochs"], f"{where}.epochs", 1),
             iterations_per_epoch=_int(
@@ -468,7 +511,20 @@ class Schedule:
             ),
             time_budget_s=_opt_float(d["time_budget_s"], f"{where}.time_budget_s", positive=True),
             source=_str(d["source"], f"{where}.source", SCHEDULE_SOURCES),
+            fold_budget_s=_opt_float(
+                d.get("fold_budget_s"), f"{where}.fold_budget_s", positive=True
+            ),
         )
+
+
+_TIME_BUDGET_SCHEDULE_FIELDS = ("fold_budget_s",)
+_TIME_BUDGET_CONFIG_FIELDS = ("measured_step_s", "schedule")
+
+
+def _drop_none(d: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if d.get(key, 0) is None:
+            del d[key]
 
 
 @dataclass
@@ -505,6 +561,11 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         version = d.pop("schema_version")
+        # Fields added for time-budget plans are written only when set, so that plans made
+        # without a budget keep the exact form they had before these fields existed.
+        _drop_none(d["schedule"], _TIME_BUDGET_SCHEDULE_FIELDS)
+        for config in d["configurations"].values():
+            _drop_none(config, _TIME_BUDGET_CONFIG_FIELDS)
         return {"schema_version": version, **d}
 
     @classmethod

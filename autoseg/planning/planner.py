@@ -11,7 +11,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,14 @@ from autoseg import __version__
 from autoseg.errors import AutosegError
 from autoseg.fingerprint.schema import FINGERPRINT_FILE, Fingerprint
 from autoseg.planning import configurations as cfg
+from autoseg.planning.budget import (
+    SCREEN_FACTOR,
+    BudgetFit,
+    MeasuredStepTimer,
+    StepTimer,
+    fit_configuration,
+    fit_to_budget,
+)
 from autoseg.planning.normalization import channel_normalization, crop_volume_ratio
 from autoseg.planning.patch import (
     CachedEstimator,
@@ -36,10 +44,12 @@ from autoseg.planning.plan import (
     CONFIG_NAMES,
     PLANS_FILE,
     ConfigurationPlan,
+    ConfigurationSchedule,
     CropWindow,
     DeviceInfo,
     FingerprintSummary,
     Plan,
+    Schedule,
     save_plan,
 )
 from autoseg.planning.sampling import augmentation_profile, loss_rule, oversample_rate
@@ -394,6 +404,72 @@ def _plan_crop(ctx: _Context, planned: Mapping[str, ConfigurationPlan]) -> Confi
     )
 
 
+def _with_time_fit(
+    ctx: _Context, name: str, config: ConfigurationPlan, fit: BudgetFit
+) -> ConfigurationPlan:
+    """The configuration as the time budget left it: its rung, measured step and schedule."""
+    f = fit.configs[name]
+    c, s = f.candidate, f.schedule
+    assert s is not None
+    why = dict(config.why)
+    why["time_budget"] = _tag(fit_configuration, f.why(fit.fold_s))
+    changes: dict[str, Any] = {}
+    if c.batch != config.batch_size:
+        why["batch_size"] += f"; time budget -> batch {c.batch} (see time_budget)"
+        changes["batch_size"] = c.batch
+    if list(c.patch) != list(config.patch_size):
+        why["patch_size"] += f"; time budget -> {'x'.join(map(str, c.patch))} (see time_budget)"
+        changes["patch_size"] = list(c.patch)
+    if c.architecture != config.architecture:
+        feats = c.architecture["features_per_stage"]
+        why["topology"] += (
+            f"; time budget -> {len(feats)} stages, features {feats} (see time_budget)"
+        )
+        changes["architecture"] = c.architecture
+        changes["parameters"] = parameter_count(c.architecture)
+    if changes:
+        memory = ctx.estimator(c.architecture, tuple(c.patch), c.batch)
+        changes["estimated_memory_gb"] = round(memory, 3)
+    return replace(
+        config,
+        **changes,
+        measured_step_s=round(f.step_s, 5),
+        schedule=ConfigurationSchedule(
+            epochs=s.epochs,
+            iterations_per_epoch=s.iterations_per_epoch,
+            train_budget_s=round(s.train_budget_s, 1),
+        ),
+        why=why,
+    )
+
+
+def _budget_schedule(time_budget_s: float, fit: BudgetFit) -> tuple[Schedule, str]:
+    """Plan-wide schedule of a time-budget plan: the fold budget, and as the fallback length
+    the configuration with the fewest iterations (never overruns any configuration's fold)."""
+    shortest = min(fit.configs.values(), key=lambda f: f.schedule.iterations if f.schedule else 0)
+    s = shortest.schedule
+    assert s is not None
+    schedule = Schedule(
+        epochs=s.epochs,
+        iterations_per_epoch=s.iterations_per_epoch,
+        time_budget_s=float(time_budget_s),
+        source="time_budget",
+        fold_budget_s=round(fit.fold_s, 1),
+    )
+    per_config = ", ".join(
+        f"{n} {f.schedule.epochs} x {f.schedule.iterations_per_epoch}"
+        for n, f in fit.configs.items()
+        if f.schedule is not None
+    )
+    why = _tag(
+        fit_to_budget,
+        f"time budget {time_budget_s:g} s for {len(fit.configs)} configuration(s) x 5 folds -> "
+        f"{fit.fold_s:.4g} s per fold; each configuration has its own schedule ({per_config}); "
+        f"plan-wide fallback = the shortest ({shortest.name})",
+    )
+    return schedule, why
+
+
 def plan_dataset(
     fingerprint: Mapping[str, Any] | Fingerprint,
     *,
@@ -403,6 +479,7 @@ def plan_dataset(
     network: str = "unet",
     device: str | None = None,
     estimator: MemoryEstimator | None = None,
+    step_timer: StepTimer | None = None,
     progress: bool = False,
 ) -> Plan:
     """The plan for a fingerprint (``fingerprint.json`` as a dict, or a Fingerprint).
@@ -410,9 +487,14 @@ def plan_dataset(
     No file I/O. ``gpu_memory_gb`` is the memory budget (default: the detected GPU's memory,
     else 8 GB); ``configs`` restricts the configurations (names or ``"2d,3d_fullres"``; the
     rules may still leave one out, with the reason in ``plan.why["configurations"]``);
-    ``device`` overrides the detected device type ("cuda"/"cpu", recorded only);
-    ``estimator`` replaces the real-network memory estimate (tests); ``progress`` shows a
-    bar over the configurations (each runs the memory estimate 5-40 times, ~0.1-0.3 s each).
+    ``time_budget_s`` is the wall-clock time for training all configurations x 5 folds: each
+    configuration's training iteration is then timed on the planning device and the plan
+    shrunk and scheduled to fit (:mod:`autoseg.planning.budget`); ``device`` overrides the
+    detected device ("cuda"/"cpu"), which is also the device the iterations are timed on;
+    ``estimator`` replaces the real-network memory estimate and ``step_timer`` the real
+    iteration timing (tests); ``progress`` shows a bar over the configurations (each runs the
+    memory estimate 5-40 times, ~0.1-0.3 s each; timing takes ~2-20 s per configuration on a
+    CPU).
     """
     fp = as_fingerprint(fingerprint)
     if network not in NETWORKS:
@@ -497,9 +579,37 @@ def plan_dataset(
         f"{fp.dim}D data -> considered {', '.join(wanted)}; planned {', '.join(planned)}"
         + ("; " + "; ".join(notes) if notes else "")
     )
-    schedule, why["schedule"] = _ruled(schedule_rule, time_budget_s)
-
     extent_p95 = cfg.foreground_extent_p95([c.foreground_extent_all_mm for c in fp.cases])
+    if time_budget_s is None:
+        schedule, why["schedule"] = _ruled(schedule_rule, time_budget_s)
+    else:
+        bar = tqdm(desc="timing iterations", unit="config", disable=not progress)
+
+        def tick(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        fit = fit_to_budget(
+            planned,
+            time_budget_s=time_budget_s,
+            timer=step_timer or MeasuredStepTimer(device_info.type),
+            device_type=device_info.type,
+            n_cases=fp.n_cases,
+            data_shape=median_shape,
+            extent_mm=extent_p95,
+            screen_factor=SCREEN_FACTOR if step_timer is None else None,
+            progress=tick,
+        )
+        bar.close()
+        planned = {
+            n: _with_time_fit(ctx, n, c, fit) for n, c in planned.items() if n in fit.configs
+        }
+        if fit.notes:
+            why["configurations"] += "; time budget: " + "; ".join(fit.notes)
+        if fit.warning:
+            why["time_budget_warning"] = fit.warning
+        schedule, why["schedule"] = _budget_schedule(time_budget_s, fit)
+
     summary = FingerprintSummary(
         sha256=fingerprint_sha256(fp),
         dim=fp.dim,
@@ -555,6 +665,7 @@ def run_plan(
     configs: str | Iterable[str] | None = None,
     time_budget_s: float | None = None,
     network: str = "unet",
+    device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -563,7 +674,9 @@ def run_plan(
     ``dataset`` is an id, folder name or path of a raw dataset (its fingerprint is computed
     first when missing or stale), or the name of a preprocessed folder holding a fingerprint.
     An existing plan is kept (it may hold hand edits) unless ``overwrite``; use
-    :func:`plan_is_stale` to see whether it still matches the fingerprint.
+    :func:`plan_is_stale` to see whether it still matches the fingerprint. ``device``
+    ("cuda"/"cpu", default: detected) is where training will run; with ``time_budget_s`` the
+    iterations are timed there.
     """
     fp_path = ensure_fingerprint(dataset, root)
     out = fp_path.parent / PLANS_FILE
@@ -576,6 +689,7 @@ def run_plan(
         configs=configs,
         time_budget_s=time_budget_s,
         network=network,
+        device=device,
         progress=progress,
     )
     return save_plan(plan, out)

@@ -1,8 +1,9 @@
 """Training schedule: nnU-Net's default length and the ``--time-budget`` argument.
 
-Fitting the schedule to a time budget needs a measured iteration speed on the training
-device, which only the trainer can take; the planner records the budget and leaves
-``source: "default"`` until then (it never invents a speed).
+Without a time budget every configuration trains nnU-Net's 1000 x 250 iterations
+(:func:`schedule_rule`). With one, :mod:`autoseg.planning.budget` times the training
+iterations on the planning device and fits each configuration's schedule (and, if needed,
+its network) to the budget; this module only parses the duration.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def parse_duration(text: str | float | int) -> float:
 
 
 def schedule_rule(time_budget_s: float | None) -> tuple[Schedule, str]:
-    """The default schedule, with the time budget recorded for the trainer."""
+    """The default schedule (the planner's choice without a time budget; a budget given here
+    is only recorded — ``budget.fit_to_budget`` is what fits one)."""
     schedule = Schedule(
         epochs=DEFAULT_EPOCHS,
         iterations_per_epoch=DEFAULT_ITERATIONS_PER_EPOCH,

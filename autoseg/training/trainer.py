@@ -78,7 +78,7 @@ class TrainOptions:
     compile: str = "auto"  # "auto": torch.compile on cuda only (not measured faster on CPU)
     progress: bool = True
     ema_alpha: float = 0.9  # smoothing of the pseudo Dice used to pick the best checkpoint
-    time_budget_s: float | None = None  # wall-clock budget of this fold (refits the epochs)
+    time_budget_s: float | None = None  # seconds the epoch loop may take (refits the epochs)
     max_epochs: int = 1000
 
 
@@ -335,15 +335,15 @@ class Trainer:
         return self.log
 
     def refit_epochs(self, epoch_seconds: float) -> int:
-        """Fit the number of epochs to the fold's time budget from the first measured epoch.
+        """Fit the number of epochs to the epoch loop's time budget from the first real epoch.
 
-        The planner's estimate of the step time comes from a synthetic step; the first real
-        epoch includes data loading and the pseudo-Dice batches. 95 % of the budget is used so
-        that the end-of-fold validation still fits. The result is stored in the checkpoint,
-        so a resumed run keeps the same schedule (and stays exactly reproducible).
+        The planner's step time comes from a synthetic step; the first real epoch includes
+        data loading and the pseudo-Dice batches (the plan's ``train_budget_s`` already leaves
+        the end-of-fold validation out). The result is stored in the checkpoint, so a resumed
+        run keeps the same schedule (and stays exactly reproducible).
         """
         budget = float(self.options.time_budget_s or 0)
-        fitted = int(0.95 * budget // max(epoch_seconds, 1e-6))
+        fitted = int(budget // max(epoch_seconds, 1e-6))
         if self.world_size > 1:  # every rank must agree on the schedule
             fitted = int(round(_mean_across_ranks(float(fitted), self.device)))
         self.options.epochs = max(self.epoch + 1, min(fitted, self.options.max_epochs))

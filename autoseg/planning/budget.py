@@ -1,0 +1,876 @@
+"""Fitting the plan to a training-time budget (``autoseg plan --time-budget 2h``).
+
+The memory rules size networks for a GPU, as nnU-Net does. On a CPU such a plan cannot be
+trained (nnU-Net's ``3d_fullres`` of the thigh phantom, 24 x 160 x 160 x batch 2, takes ~13 s
+per iteration on 2 cores; its 250 000 iterations would take 38 days). With a time budget the
+planner therefore *measures* how long one training iteration of each configuration takes on
+the planning device and shrinks what does not fit:
+
+1. The budget covers training every planned configuration x 5 folds (what
+   ``autoseg plan-and-train`` does): each (configuration, fold) gets
+   ``budget / (configurations x 5)`` of wall-clock time, less a start-up reserve
+   (:func:`reserve_seconds`) and an estimate of the end-of-fold validation (sliding window
+   with mirroring over the fold's validation cases).
+2. The remaining time buys epochs of ``iterations_per_epoch`` iterations, each iteration the
+   measured network step plus the data loader's time (:func:`loader_seconds`: on a CPU it
+   shares the cores; on a GPU its worker processes overlap with the step), each epoch also
+   :data:`VAL_BATCHES_PER_EPOCH` forward batches for the pseudo Dice.
+3. A configuration is kept as planned when that gives at least :data:`MIN_ITERATIONS`
+   iterations per fold. Otherwise it moves down its *ladder* (:func:`time_ladder`) and takes
+   the first rung that does: the batch towards 2, then the feature widths halved (32 -> 16 ->
+   8 at the first stage, the cap scaled alike; the topology kept), then the patch reduced
+   towards a floor (:func:`patch_floor`) in the memory rule's shrinking order, re-deriving the
+   topology (a stage is dropped when an axis gets too short to pool).
+4. When a configuration fits at no rung, configurations are dropped (:func:`fit_to_budget`:
+   that one if it cannot fit even alone, else the last of :func:`keep_order`) so that the
+   remaining ones get more time per fold; when none can reach MIN_ITERATIONS, the plan is a
+   best effort with a warning (:func:`best_effort`).
+
+The step timer is injectable (:data:`StepTimer`): the planner uses :class:`MeasuredStepTimer`,
+tests a fake. Measuring a large network on a CPU costs seconds per step, so the search
+(:func:`first_fitting`) bisects the ladder and, before measuring a rung, predicts its time from
+the nearest measured
+smaller rung (scaled by :func:`activation_count`); a rung that would not fit even at
+1/:data:`SCREEN_FACTOR` of that prediction is rejected unmeasured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from autoseg.errors import AutosegError
+from autoseg.planning.patch import MIN_BATCH, axis_to_shrink, fine_axes, minimal_patch
+from autoseg.planning.plan import CONFIG_NAMES, ConfigurationPlan
+from autoseg.planning.schedule import DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH
+from autoseg.planning.topology import architecture_block, fit_topology
+
+StepTimer = Callable[[dict[str, Any], tuple[int, ...], int], float]
+"""(architecture block, patch size, batch size) -> seconds of one training iteration (forward,
+Dice + cross-entropy over the deep-supervision outputs, backward, SGD step) on the device."""
+
+N_FOLDS = 5
+# Fixed cost of a fold besides its epochs: process start and imports, splits, network and
+# loader set-up, final checkpoint. Measured on 2 CPU cores: 6.4-7.5 s per `autoseg train`
+# process of one fold, of which ~3 s are imports paid once per process. On a GPU the
+# trainer's torch.compile and cuDNN autotuning add ~1 min (nnU-Net's experience; not
+# measured here).
+STARTUP_S = {"cpu": 5.0, "cuda": 60.0}
+# ... plus this share of the fold for timing noise (shared machines, data-loader hiccups).
+NOISE_RESERVE = 0.05
+# Fewest training iterations per fold worth planning. Phantoms, 2d at 8-128 features, batch 2,
+# 10 epochs, fold 0 (documentation/planning.md, "Time budget"): 100-650 iterations ->
+# validation Dice 0.00 in all 10 runs; 800 -> 0.85 and 0.88 (wrist) but 0.00 (thigh);
+# 870-1200 -> 0.78-0.88 in all 5 runs.
+MIN_ITERATIONS = 1000
+# At least 10 epochs, the pseudo-Dice / checkpoint rhythm (and poly learning-rate steps).
+MIN_EPOCHS = 10
+MAX_EPOCHS = DEFAULT_EPOCHS
+MAX_ITERATIONS_PER_EPOCH = DEFAULT_ITERATIONS_PER_EPOCH
+# The trainer's per-epoch pseudo Dice: this many forward batches without mirroring.
+VAL_BATCHES_PER_EPOCH = 10
+# Forward pass (eval mode, no gradients) of a batch / one training step of the same batch.
+# Measured on 2 CPU cores for 2D and 3D U-Nets of 8-16 base features: 0.23-0.31.
+FORWARD_FRACTION = 0.3
+# End-of-fold validation: sliding windows overlapping by half a patch, all 2^dim mirrorings.
+WINDOW_OVERLAP = 0.5
+# Data loading on a CPU, one process, sampling + full augmentation (bench_dataloader.py):
+# 0.5 ms per batch + 25 ns per voxel of every array (image channels and the label map).
+LOADER_S_PER_BATCH = 0.5e-3
+LOADER_S_PER_VOXEL = 25e-9
+# ... and the trainer's loader worker processes take cores from the network's threads, plus
+# inter-process transfer: measured in two `autoseg train` folds on 2 cores (thigh phantom 2d,
+# 8-128 features): iterations of 0.0445 and 0.0495 s for steps of 0.038 and 0.040 s timed
+# alone, i.e. 14-17 % above step + loader.
+CPU_WORKER_CONTENTION = 0.15
+# On a GPU the loader runs in the trainer's worker processes (its default: 2) beside the step.
+GPU_LOADER_WORKERS = 2
+# Per epoch besides its iterations and pseudo Dice: new loaders (worker start) for training
+# and validation, checkpoint and log writes. Measured 0.2-0.3 s on 2 CPU cores.
+EPOCH_OVERHEAD_S = 0.2
+# Shrinking ladder: batch in steps of 1/sqrt(2), widths halved twice (32 -> 16 -> 8), then the
+# patch towards max(2 x the p95 foreground extent, 32 voxels in-plane).
+BATCH_STEP = 1 / math.sqrt(2)
+WIDTH_DIVISORS = (1, 2, 4)
+FLOOR_EXTENT_FACTOR = 2.0
+MIN_PATCH_IN_PLANE = 32
+# A rung predicted slower than this many times what would fit is rejected unmeasured.
+SCREEN_FACTOR = 4.0
+# Measuring: warm-up step(s), then up to this many timed steps within the time cap.
+MEASURE_WARMUP = 1
+MEASURE_REPEATS = 5
+MEASURE_SECONDS = {"cpu": 2.0, "cuda": 3.0}
+# Preference when configurations must go: the first ones are kept longest.
+KEEP_ORDER = ("3d_fullres", "2d", "2.5d", "3d_lowres")
+# Best effort (no configuration reaches MIN_ITERATIONS): the most preferred configuration
+# whose minimum budget is within this factor of the smallest.
+BEST_EFFORT_SLACK = 1.25
+
+
+def _x(values: Sequence[float]) -> str:
+    return "x".join(f"{v:g}" for v in values)
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.3g} s"
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def measure_step_seconds(
+    arch: dict[str, Any],
+    patch: Sequence[int],
+    batch: int,
+    *,
+    device: str = "cpu",
+    warmup: int = MEASURE_WARMUP,
+    repeats: int = MEASURE_REPEATS,
+    max_seconds: float | None = None,
+) -> float:
+    """Median seconds of one real training iteration of the network on ``device``.
+
+    Random input ``(batch, in_channels, *patch)`` and integer targets at every deep-supervision
+    scale; forward (autocast on cuda, as the trainer) + the reference Dice + CE loss of
+    :mod:`autoseg.networks.memory` + backward + gradient clipping + SGD step (Nesterov momentum
+    0.99). ``warmup`` steps first (allocation, cuDNN autotuning), then up to ``repeats`` timed
+    steps while the total stays under ``max_seconds`` (default 2 s on CPU, 3 s on cuda). On a
+    CPU, where the first step costs about what later ones do (measured within +-25 %), a
+    warm-up that alone exceeds the cap is returned as the measurement, so a 13 s step costs
+    13 s and not 52.
+    """
+    import torch
+
+    from autoseg.networks import ArchitectureConfig, build_network
+    from autoseg.networks.memory import reference_loss
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AutosegError(
+            "timing on cuda asked for, but no CUDA GPU is visible", fix="use --device cpu"
+        )
+    cap = MEASURE_SECONDS.get(dev.type, 2.0) if max_seconds is None else max_seconds
+    config = ArchitectureConfig.from_dict(arch)
+    patch = tuple(int(p) for p in patch)
+    gen = torch.Generator().manual_seed(0)
+    net = build_network(config).to(dev).train()
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5
+    )
+    amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    x = torch.randn((batch, config.in_channels, *patch), generator=gen).to(dev)
+    targets = [
+        torch.randint(
+            0, config.num_classes, (batch, *(p // s for p, s in zip(patch, scale))), generator=gen
+        ).to(dev)
+        for scale in config.decoder_scales()
+    ]
+
+    def step() -> float:
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, enabled=amp):
+            out = net(x)
+        outputs = out if isinstance(out, list) else [out]
+        loss = reference_loss(outputs, targets)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
+        scaler.step(optimizer)
+        scaler.update()
+        if amp:
+            torch.cuda.synchronize(dev)
+        return time.perf_counter() - start
+
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # the trainer's setting on a GPU
+    try:
+        began = time.perf_counter()
+        first = [step() for _ in range(max(warmup, 1 if dev.type == "cpu" else 0))]
+        if first and dev.type == "cpu" and time.perf_counter() - began >= cap:
+            return float(first[-1])
+        timed = [step()]
+        while len(timed) < repeats and time.perf_counter() - began < cap:
+            timed.append(step())
+        return float(statistics.median(timed))
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+class MeasuredStepTimer:
+    """The planner's :data:`StepTimer`: :func:`measure_step_seconds` on one device, each
+    (architecture, patch, batch) measured once."""
+
+    def __init__(self, device: str = "cpu", max_seconds: float | None = None):
+        self.device = device
+        self.max_seconds = max_seconds
+        self.cache: dict[tuple[str, tuple[int, ...], int], float] = {}
+
+    def __call__(self, arch: dict[str, Any], patch: tuple[int, ...], batch: int) -> float:
+        key = (json.dumps(arch, sort_keys=True), tuple(patch), int(batch))
+        if key not in self.cache:
+            self.cache[key] = measure_step_seconds(
+                arch, patch, batch, device=self.device, max_seconds=self.max_seconds
+            )
+        return self.cache[key]
+
+
+class CachedTimer:
+    """Memoises any :data:`StepTimer` and counts the questions it had to pass on."""
+
+    def __init__(self, timer: StepTimer):
+        self.timer = timer
+        self.cache: dict[tuple[str, tuple[int, ...], int], float] = {}
+
+    def __call__(self, arch: dict[str, Any], patch: tuple[int, ...], batch: int) -> float:
+        key = (json.dumps(arch, sort_keys=True), tuple(patch), int(batch))
+        if key not in self.cache:
+            self.cache[key] = float(self.timer(arch, tuple(patch), int(batch)))
+        return self.cache[key]
+
+
+# ---------------------------------------------------------------- the cost of one fold
+
+
+def fold_seconds(time_budget_s: float, n_configs: int, n_folds: int = N_FOLDS) -> float:
+    """Wall-clock seconds of one (configuration, fold): the budget split evenly."""
+    return float(time_budget_s) / (max(n_configs, 1) * n_folds)
+
+
+def reserve_seconds(fold_s: float, device_type: str) -> float:
+    """What a fold keeps back from its epochs besides validation: start-up + 5 % for noise."""
+    return STARTUP_S.get(device_type, STARTUP_S["cpu"]) + NOISE_RESERVE * fold_s
+
+
+def loader_seconds(device_type: str, batch: int, patch: Sequence[int], channels: int) -> float:
+    """Seconds one training batch costs the data loader *on the step's critical path*.
+
+    CPU: the loader (sampling, spatial + intensity augmentation) works on the same cores as
+    the network, so its whole time adds to the step. ``benchmarks/bench_dataloader.py``,
+    one process, 2 cores: 3D patch 24x32x32 x 2 -> 3 ms, 24x64x64 -> 9 ms, 24x80x96 -> 10-15
+    ms, 24x160x160 -> 48-50 ms; 2D 32x32 x 2 -> 0.7-1.2 ms, 64x64 -> 1.1-1.2 ms, 128x128 ->
+    1.9-2.2 ms, 256x320 -> 7-11 ms: 0.5 ms + 25 ns per voxel of each array (image channels +
+    label). That is 7-15 % of the step of the small networks a CPU budget leads to.
+    GPU: the trainer's worker processes prepare batches while the GPU computes; the loader is
+    only waited for when one worker's share exceeds the step, which :func:`iteration_seconds`
+    accounts for.
+    """
+    arrays = channels + 1
+    return LOADER_S_PER_BATCH + LOADER_S_PER_VOXEL * batch * math.prod(patch) * arrays
+
+
+def iteration_seconds(step_s: float, loader_s: float, device_type: str) -> float:
+    """One training iteration: on a CPU the step, 15 % for the loader workers competing for
+    its cores (:data:`CPU_WORKER_CONTENTION`), and the loader's own work; on a GPU the slower
+    of the step and the loader spread over :data:`GPU_LOADER_WORKERS` workers."""
+    if device_type == "cuda":
+        return max(step_s, loader_s / GPU_LOADER_WORKERS)
+    return step_s * (1 + CPU_WORKER_CONTENTION) + loader_s
+
+
+def window_count(
+    image: Sequence[int], patch: Sequence[int], overlap: float = WINDOW_OVERLAP
+) -> int:
+    """Sliding windows covering ``image`` with ``patch`` at ``overlap`` (the predictor's rule:
+    steps of at most ``patch * (1 - overlap)``, first window at 0, last at the end)."""
+    n = 1
+    for size, p in zip(image, patch):
+        if p < size:
+            n *= math.ceil((size - p) / max(1, int(p * (1 - overlap)))) + 1
+    return n
+
+
+@dataclass(frozen=True)
+class FoldContext:
+    """What one fold of a configuration costs besides its training iterations."""
+
+    device_type: str
+    n_val_cases: int  # validation cases of one fold
+    image_shape: tuple[int, ...]  # median image in the network's axes (crop: the window)
+    images_per_case: int = 1  # 2d / 2.5d of 3D data: the slices of a volume
+    extra_validation_s: float = 0.0  # crop: its localiser predicting the same cases
+
+    def validation_seconds(self, step_s: float, batch: int, patch: Sequence[int]) -> float:
+        """End-of-fold validation: every validation case predicted by sliding windows with all
+        2^dim mirrorings, each window a forward pass costing FORWARD_FRACTION of a training
+        step's share per sample."""
+        windows = window_count(self.image_shape, patch) * self.images_per_case
+        forwards = self.n_val_cases * windows * 2 ** len(patch)
+        return forwards * FORWARD_FRACTION * step_s / batch + self.extra_validation_s
+
+
+@dataclass(frozen=True)
+class FoldSchedule:
+    """The training length bought by one fold's time for one measured step."""
+
+    epochs: int
+    iterations_per_epoch: int
+    train_budget_s: float  # what the epoch loop may take
+    validation_s: float  # end-of-fold validation estimate
+    iteration_s: float  # step + loader
+    epoch_s: float  # iterations + per-epoch pseudo Dice
+
+    @property
+    def iterations(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+    @property
+    def predicted_train_s(self) -> float:
+        return self.epochs * self.epoch_s
+
+
+def fold_schedule(
+    fold_s: float,
+    step_s: float,
+    batch: int,
+    patch: Sequence[int],
+    channels: int,
+    context: FoldContext,
+) -> FoldSchedule:
+    """Epochs x iterations per epoch that fit one fold.
+
+    The epoch loop gets ``fold_s - reserve - validation`` (:func:`reserve_seconds`,
+    :meth:`FoldContext.validation_seconds`). Iterations per epoch
+    = what a tenth of that buys (at least MIN_EPOCHS epochs: the pseudo-Dice and checkpoint
+    rhythm), at most nnU-Net's 250; epochs = how many such epochs fit, at most 1000. A huge
+    budget therefore gives nnU-Net's 1000 x 250.
+    """
+    loader = loader_seconds(context.device_type, batch, patch, channels)
+    iteration = iteration_seconds(step_s, loader, context.device_type)
+    validation = context.validation_seconds(step_s, batch, patch)
+    pseudo_dice = VAL_BATCHES_PER_EPOCH * FORWARD_FRACTION * step_s
+    train = fold_s - reserve_seconds(fold_s, context.device_type) - validation
+    per_epoch = (train / MIN_EPOCHS - pseudo_dice - EPOCH_OVERHEAD_S) / iteration
+    ipe = int(min(MAX_ITERATIONS_PER_EPOCH, max(1, math.floor(per_epoch)))) if train > 0 else 1
+    epoch_s = ipe * iteration + pseudo_dice + EPOCH_OVERHEAD_S
+    epochs = int(min(MAX_EPOCHS, max(0, math.floor(train / epoch_s)))) if train > 0 else 0
+    return FoldSchedule(epochs, ipe, max(train, 0.0), validation, iteration, epoch_s)
+
+
+def schedule_fits(schedule: FoldSchedule) -> bool:
+    """Enough iterations to learn something (MIN_ITERATIONS) in at least one epoch."""
+    return schedule.epochs >= 1 and schedule.iterations >= MIN_ITERATIONS
+
+
+# ---------------------------------------------------------------- the ladder
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """One network / patch / batch the time search may choose; ``change`` names the rung."""
+
+    architecture: dict[str, Any]
+    patch: tuple[int, ...]
+    batch: int
+    width_divisor: int = 1
+    change: str = "memory plan"
+
+    def describe(self) -> str:
+        feats = self.architecture["features_per_stage"]
+        return (
+            f"patch {_x(self.patch)}, batch {self.batch}, features {feats[0]}-{feats[-1]}, "
+            f"{len(feats)} stages"
+        )
+
+
+def batch_steps(batch: int) -> list[int]:
+    """``batch`` down to 2 in steps of 1/sqrt(2): 24 -> 16, 11, 7, 4, 2 (time is about
+    proportional to the batch, so each rung saves ~30 %)."""
+    steps = [int(batch)]
+    while steps[-1] > MIN_BATCH:
+        steps.append(max(MIN_BATCH, int(steps[-1] * BATCH_STEP)))
+    return steps
+
+
+def scale_features(arch: dict[str, Any], divisor: int) -> dict[str, Any]:
+    """The architecture with every stage's width divided by ``divisor`` (32-320 / 2 = 16-160,
+    / 4 = 8-80); strides, kernels and blocks unchanged."""
+    out = dict(arch)
+    out["features_per_stage"] = [max(1, int(f) // divisor) for f in arch["features_per_stage"]]
+    return out
+
+
+def patch_floor(
+    patch: Sequence[int], spacing: Sequence[float], extent_mm: Sequence[float] | None
+) -> list[int]:
+    """The smallest patch the time search goes to, per axis: 2 x the p95 foreground extent
+    (the structure plus half its size of context on each side), at least 32 voxels along
+    in-plane (finest) axes and the minimal network input along coarser ones; never more than
+    the planned patch. The sciatic nerve, ~14 mm at 0.75 mm: 38 voxels; a nerve running
+    through the stack keeps the whole stack along z."""
+    fine = fine_axes(spacing)
+    minimal = minimal_patch(patch, spacing)
+    floor = []
+    for a, (p, s) in enumerate(zip(patch, spacing)):
+        f = MIN_PATCH_IN_PLANE if fine[a] else minimal[a]
+        if extent_mm is not None:
+            f = max(f, math.ceil(FLOOR_EXTENT_FACTOR * extent_mm[a] / s - 1e-6))
+        floor.append(int(min(f, p)))
+    return floor
+
+
+def _total_stride(arch: dict[str, Any]) -> list[int]:
+    dim = arch["dim"]
+    return [math.prod(s[a] for s in arch["strides"]) for a in range(dim)]
+
+
+def time_ladder(config: ConfigurationPlan, floor: Sequence[int]) -> list[Candidate]:
+    """The configuration's rungs, slowest first: the memory plan; the batch down to 2
+    (:func:`batch_steps`); the widths halved twice at batch 2 (:func:`scale_features`); then
+    the patch shrunk towards ``floor`` at batch 2 and a quarter of the widths, one total
+    stride at a time along the axis with the largest patch / median-image ratio (the memory
+    rule's order), re-deriving the topology each time (an axis too short to pool loses a
+    stage). Independent of the budget, so a larger budget can only stop on an earlier rung."""
+    arch0 = dict(config.architecture)
+    patch0 = tuple(int(p) for p in config.patch_size)
+    ladder = [Candidate(arch0, patch0, config.batch_size)]
+    for b in batch_steps(config.batch_size)[1:]:
+        ladder.append(Candidate(arch0, patch0, b, 1, f"batch {config.batch_size} -> {b}"))
+    batch = ladder[-1].batch
+    widest = arch0["features_per_stage"]
+    for d in WIDTH_DIVISORS[1:]:
+        arch = scale_features(arch0, d)
+        feats = arch["features_per_stage"]
+        change = f"features {widest[0]}-{widest[-1]} -> {feats[0]}-{feats[-1]}"
+        ladder.append(Candidate(arch, patch0, batch, d, change))
+    divisor = WIDTH_DIVISORS[-1]
+    patch, arch = list(patch0), ladder[-1].architecture
+    while True:
+        axis = axis_to_shrink(patch, config.median_shape, config.spacing, floor)
+        if axis is None:
+            break
+        stride = _total_stride(arch)
+        shrunk = list(patch)
+        shrunk[axis] = max(patch[axis] - stride[axis], floor[axis])
+        new_patch, topo = fit_topology(config.spacing, shrunk)
+        if new_patch == patch:  # rounding gave back the same patch: nothing left to shrink
+            break
+        block = architecture_block(
+            topo,
+            network=arch0["network"],
+            in_channels=arch0["in_channels"],
+            num_classes=arch0["num_classes"],
+        )
+        arch = scale_features(block, divisor)
+        ladder.append(
+            Candidate(
+                arch, tuple(new_patch), batch, divisor, f"patch {_x(patch)} -> {_x(new_patch)}"
+            )
+        )
+        patch = new_patch
+    return ladder
+
+
+def activation_count(arch: dict[str, Any], patch: Sequence[int], batch: int) -> int:
+    """Elements of all conv outputs of one forward pass (encoder blocks, transposed convs,
+    decoder convs). On a CPU the step time follows it better than the FLOPs (instance norm and
+    the element-wise ops are memory-bound): 7-16 ns per element for networks of 8-16 base
+    features on 2 cores, up to ~50 ns for the smallest (fixed per-layer overhead)."""
+    feats, strides = arch["features_per_stage"], arch["strides"]
+    current = [int(p) for p in patch]
+    total = 0
+    n = len(feats)
+    for i in range(n):
+        current = [max(1, c // s) for c, s in zip(current, strides[i])]
+        convs = arch["n_blocks_per_stage"][i]
+        if i < n - 1:
+            convs += 1 + arch["n_conv_per_stage_decoder"][i]
+        total += convs * feats[i] * math.prod(current)
+    return total * batch
+
+
+@dataclass
+class LadderSearch:
+    """Result of :func:`first_fitting`: the chosen rung (None: not even the last fits) and
+    every rung looked at, with its measured or (``screened``) predicted seconds."""
+
+    index: int | None
+    measured: dict[int, float] = field(default_factory=dict)
+    screened: dict[int, float] = field(default_factory=dict)
+
+
+def first_fitting(
+    ladder: Sequence[Candidate],
+    timer: StepTimer,
+    fits: Callable[[Candidate, float], bool],
+    necessary: Callable[[Candidate, float], bool] | None = None,
+    screen_factor: float | None = SCREEN_FACTOR,
+) -> LadderSearch:
+    """The first (largest) rung whose measured step time ``fits``.
+
+    ``necessary`` is a condition implied by ``fits`` that only gets easier down the ladder
+    (enough training iterations, validation left out); ``fits`` itself need not be monotone:
+    end-of-fold validation takes more sliding windows as the patch shrinks, so a small patch
+    can cost more in total than a middle one. The search measures the last rung (cheap; when
+    even it fails ``necessary``, nothing fits), bisects for the first rung meeting
+    ``necessary`` (~log2(rungs) measurements), then walks down from there to the first rung
+    that ``fits`` (every rung above that one failed ``necessary``, hence ``fits``).
+
+    With ``screen_factor``, a rung whose time predicted from the nearest measured smaller rung
+    (x :func:`activation_count` ratio) would fail ``necessary`` even divided by the factor is
+    rejected without measuring it. Predictions from a smaller rung overestimate (its fixed
+    per-layer overhead is scaled up too), hence the factor.
+    """
+    necessary = necessary or fits
+    search = LadderSearch(None)
+
+    def measure(i: int) -> float:
+        if i not in search.measured:
+            c = ladder[i]
+            search.measured[i] = float(timer(c.architecture, c.patch, c.batch))
+            search.screened.pop(i, None)
+        return search.measured[i]
+
+    def maybe(i: int) -> bool:
+        c = ladder[i]
+        if i not in search.measured and screen_factor is not None:
+            below = [j for j in search.measured if j > i]
+            if below:
+                j = min(below)
+                ref = ladder[j]
+                ratio = activation_count(c.architecture, c.patch, c.batch) / max(
+                    1, activation_count(ref.architecture, ref.patch, ref.batch)
+                )
+                predicted = search.measured[j] * ratio
+                if not necessary(c, predicted / screen_factor):
+                    search.screened[i] = predicted
+                    return False
+        return necessary(c, measure(i))
+
+    last = len(ladder) - 1
+    if not maybe(last):
+        return search
+    lo, hi = -1, last
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if maybe(mid):
+            hi = mid
+        else:
+            lo = mid
+    search.index = next((i for i in range(hi, last + 1) if fits(ladder[i], measure(i))), None)
+    return search
+
+
+# ---------------------------------------------------------------- whole plans
+
+
+def keep_order(names: Sequence[str], localiser: str | None) -> list[str]:
+    """Configurations, most wanted first; when time runs out the last ones go.
+
+    ``crop`` exists only for tiny structures, where it is the configuration that sees the
+    structure at full resolution with balanced classes, and it cannot run without its
+    localiser: both come first. Then ``3d_fullres`` (nnU-Net's most often best), ``2d``,
+    ``2.5d`` and ``3d_lowres``. 2D data has only ``2d``.
+    """
+    head = ["crop", localiser] if "crop" in names and localiser in names else []
+    rest = [n for n in KEEP_ORDER if n in names and n not in head]
+    other = [n for n in names if n not in head and n not in rest]
+    return head + rest + other
+
+
+def runnable(order: Sequence[str], localiser: str | None) -> list[str]:
+    """The configurations trained for ``order``: a ``crop`` whose localiser is not among them
+    is replaced by the localiser (a crop cannot be placed without it)."""
+    names: list[str] = []
+    for n in order:
+        if n == "crop" and localiser not in order:
+            n = localiser or n
+        if n not in names:
+            names.append(n)
+    return names
+
+
+@dataclass
+class ConfigFit:
+    """The time fit of one configuration."""
+
+    name: str
+    ladder: list[Candidate]
+    search: LadderSearch
+    schedule: FoldSchedule | None  # None when not even the last rung fits
+    context: FoldContext
+
+    @property
+    def candidate(self) -> Candidate:
+        assert self.search.index is not None
+        return self.ladder[self.search.index]
+
+    @property
+    def step_s(self) -> float:
+        assert self.search.index is not None
+        return self.search.measured[self.search.index]
+
+    def why(self, fold_s: float) -> str:
+        """The shrinks with their measured (or predicted) seconds per iteration."""
+        seen = []
+        for i in sorted(set(self.search.measured) | set(self.search.screened)):
+            if i in self.search.measured:
+                seen.append(f"{self.ladder[i].change}: {_s(self.search.measured[i])}")
+            else:
+                seen.append(
+                    f"{self.ladder[i].change}: ~{_s(self.search.screened[i])} predicted, "
+                    "not measured"
+                )
+        top = self.search.measured.get(0, self.search.screened.get(0))
+        head = f"fold budget {_s(fold_s)}; memory plan ({self.ladder[0].describe()})"
+        head += "" if top is None else f" ~{_s(top)}/iteration"
+        if self.schedule is None or self.search.index is None:
+            return head + f"; no rung fits {MIN_ITERATIONS} iterations (" + "; ".join(seen) + ")"
+        s = self.schedule
+        verdict = (
+            "kept"
+            if self.search.index == 0
+            else f"shrunk to rung {self.search.index} ({self.candidate.describe()})"
+        )
+        return (
+            f"{head} -> {verdict}: {_s(self.step_s)}/iteration measured + "
+            f"{_s(s.iteration_s - self.step_s)} loader and its workers -> {s.epochs} epochs x "
+            f"{s.iterations_per_epoch} iterations ({s.iterations} "
+            f"{'>=' if s.iterations >= MIN_ITERATIONS else '<'} {MIN_ITERATIONS}), "
+            f"predicted {_s(s.predicted_train_s)} training + {_s(s.validation_s)} validation "
+            f"of {_s(fold_s)}; rungs timed: " + "; ".join(seen)
+        )
+
+
+@dataclass
+class BudgetFit:
+    """The time fit of a whole plan: kept configurations and why the others went."""
+
+    fold_s: float
+    configs: dict[str, ConfigFit]
+    dropped: list[str]
+    notes: list[str]
+    warning: str | None = None  # set when no configuration reaches MIN_ITERATIONS
+
+
+def fit_configuration(
+    name: str,
+    config: ConfigurationPlan,
+    *,
+    fold_s: float,
+    timer: StepTimer,
+    context: FoldContext,
+    extent_mm: Sequence[float] | None,
+    screen_factor: float | None = SCREEN_FACTOR,
+) -> ConfigFit:
+    """The first rung of the configuration's ladder that trains MIN_ITERATIONS per fold."""
+    floor = patch_floor(config.patch_size, config.spacing, extent_mm)
+    ladder = time_ladder(config, floor)
+    channels = config.architecture["in_channels"]
+
+    def schedule_of(c: Candidate, step_s: float) -> FoldSchedule:
+        return fold_schedule(fold_s, step_s, c.batch, c.patch, channels, context)
+
+    no_validation = replace(context, n_val_cases=0, extra_validation_s=0.0)
+
+    def training_fits(c: Candidate, step_s: float) -> bool:
+        return schedule_fits(
+            fold_schedule(fold_s, step_s, c.batch, c.patch, channels, no_validation)
+        )
+
+    search = first_fitting(
+        ladder,
+        timer,
+        lambda c, t: schedule_fits(schedule_of(c, t)),
+        training_fits,
+        screen_factor,
+    )
+    schedule = None
+    if search.index is not None:
+        chosen = ladder[search.index]
+        schedule = schedule_of(chosen, search.measured[search.index])
+    return ConfigFit(name, ladder, search, schedule, context)
+
+
+def network_extent(
+    extent_mm: Sequence[float] | None, config: ConfigurationPlan
+) -> list[float] | None:
+    """The p95 foreground extent (data axes) in the configuration's network axes."""
+    if extent_mm is None:
+        return None
+    if config.slice_axis is not None:
+        return [e for a, e in enumerate(extent_mm) if a != config.slice_axis]
+    return list(extent_mm)
+
+
+def fit_to_budget(
+    configs: Mapping[str, ConfigurationPlan],
+    *,
+    time_budget_s: float,
+    timer: StepTimer,
+    device_type: str,
+    n_cases: int,
+    data_shape: Sequence[int],
+    extent_mm: Sequence[float] | None,
+    screen_factor: float | None = SCREEN_FACTOR,
+    progress: Callable[[str], None] | None = None,
+) -> BudgetFit:
+    """Fit every configuration to ``time_budget_s`` (all of them x 5 folds), dropping
+    configurations until every kept one fits.
+
+    While some configuration does not fit at any rung of its ladder: if it does not fit even
+    with the budget to itself (a ``crop`` with its localiser), it goes; otherwise the last of
+    :func:`keep_order` goes, so that the others get more time per fold. ``data_shape`` is the
+    median image at the target spacing in data axes (its slice count multiplies the validation
+    of 2D configurations of 3D data); ``extent_mm`` the p95 foreground extent in data axes
+    (None without foreground). Raises AutosegError when no configuration fits, naming the
+    budget at which the cheapest one would.
+    """
+    crop = configs.get("crop")
+    localiser = None if crop is None or crop.crop is None else crop.crop.localiser
+    order = keep_order(list(configs), localiser)
+    order_all = list(order)
+    n_val = max(1, math.ceil(n_cases / N_FOLDS))
+    timer = CachedTimer(timer)
+    notes: list[str] = []
+    hopeless: dict[str, ConfigFit] = {}
+
+    def evaluate(names: Sequence[str], fold_s: float) -> dict[str, ConfigFit]:
+        fits: dict[str, ConfigFit] = {}
+        for name in [n for n in CONFIG_NAMES if n in names]:  # a localiser before its crop
+            config = configs[name]
+            extra = 0.0
+            if config.crop is not None and config.crop.localiser in fits:
+                loc = fits[config.crop.localiser].schedule
+                extra = 0.0 if loc is None else loc.validation_s
+            slices = 1 if config.slice_axis is None else int(data_shape[config.slice_axis])
+            context = FoldContext(device_type, n_val, tuple(config.median_shape), slices, extra)
+            if progress is not None:
+                progress(name)
+            fits[name] = fit_configuration(
+                name,
+                config,
+                fold_s=fold_s,
+                timer=timer,
+                context=context,
+                extent_mm=network_extent(extent_mm, config),
+                screen_factor=screen_factor,
+            )
+            if fits[name].schedule is None:
+                break
+        return fits
+
+    while order:
+        names = runnable(order, localiser)
+        fold_s = fold_seconds(time_budget_s, len(names))
+        fits = evaluate(names, fold_s)
+        failed = next((n for n, f in fits.items() if f.schedule is None), None)
+        if failed is None:
+            dropped = [n for n in configs if n not in names]
+            if dropped:
+                notes.append(
+                    f"dropped {', '.join(dropped)}: with them not every configuration could "
+                    f"train {MIN_ITERATIONS} iterations per fold; {len(names)} configuration(s) "
+                    f"x {N_FOLDS} folds get {_s(fold_s)} each"
+                )
+            return BudgetFit(fold_s, fits, dropped, notes)
+        alone = [failed] if failed != "crop" else [localiser, "crop"]
+        alone_fits = (
+            fits if alone == names else evaluate(alone, fold_seconds(time_budget_s, len(alone)))
+        )
+        if alone_fits[failed].schedule is None:
+            hopeless[failed] = alone_fits[failed]
+            gone = [failed] + (["crop"] if failed == localiser else [])
+            notes.append(
+                f"{failed} cannot train {MIN_ITERATIONS} iterations per fold at any rung even "
+                f"with the whole budget (down to {fits[failed].ladder[-1].describe()})"
+            )
+        else:
+            gone = [order[-1]]
+            notes.append(
+                f"with {len(names)} configurations ({_s(fold_s)} per fold) {failed} does not "
+                f"fit: the least preferred ({order[-1]}) goes"
+            )
+        order = [n for n in order if n not in gone]
+    return best_effort(hopeless, time_budget_s, notes, order_all, localiser)
+
+
+def best_effort(
+    hopeless: Mapping[str, ConfigFit],
+    time_budget_s: float,
+    notes: list[str],
+    names: Sequence[str],
+    localiser: str | None = None,
+) -> BudgetFit:
+    """When no configuration reaches MIN_ITERATIONS: the most preferred (:func:`keep_order`)
+    of those whose budget for MIN_ITERATIONS is within 1.25x of the smallest (a crop needs its
+    localiser and is not a candidate), alone, at its measured rung with the most iterations,
+    with a warning naming that budget. Planning still succeeds so that a
+    demo on a busy machine runs; the plan says loudly that it may not learn. Raises
+    AutosegError only when not even one epoch of 1 iteration fits beside the validation."""
+    budgets = {n: minimum_budget_s(f) for n, f in hopeless.items() if n != "crop"}
+    known = {n: b for n, b in budgets.items() if b is not None}
+    if not known:
+        raise AutosegError(
+            f"a time budget of {_s(time_budget_s)} cannot train any configuration",
+            fix="give a longer --time-budget, or none",
+        )
+    # the most preferred of those needing at most BEST_EFFORT_SLACK x the smallest budget
+    # (timings of similar configurations differ by noise more than by substance)
+    smallest = min(known.values())
+    order = keep_order(list(names), localiser)
+    name = next(n for n in order if n in known and known[n] <= BEST_EFFORT_SLACK * smallest)
+    fit = hopeless[name]
+    fold_s = fold_seconds(time_budget_s, 1)
+    channels = fit.ladder[0].architecture["in_channels"]
+    options = {
+        i: fold_schedule(
+            fold_s, step, fit.ladder[i].batch, fit.ladder[i].patch, channels, fit.context
+        )
+        for i, step in fit.search.measured.items()
+    }
+    i = max(options, key=lambda k: (options[k].iterations, -k))
+    if options[i].epochs < 1:
+        raise AutosegError(
+            f"a time budget of {_s(time_budget_s)} cannot train any configuration: "
+            f"{_s(fold_s)} per fold does not even cover the validation of {name} "
+            f"({_s(options[i].validation_s)})",
+            fix=f"give a longer --time-budget (at least ~{_duration(known[name])}), or none",
+        )
+    search = LadderSearch(i, dict(fit.search.measured), dict(fit.search.screened))
+    chosen = ConfigFit(name, fit.ladder, search, options[i], fit.context)
+    warning = (
+        f"warning: {_s(time_budget_s)} is too short to train any configuration for "
+        f"{MIN_ITERATIONS} iterations per fold (below that the phantoms' validation Dice stays "
+        f"~0); planned {name} alone with {options[i].iterations} iterations per fold, which may "
+        f"not learn: give --time-budget {_duration(known[name])} or more"
+    )
+    dropped = [n for n in names if n != name]
+    return BudgetFit(fold_s, {name: chosen}, dropped, notes, warning=warning)
+
+
+def minimum_budget_s(fit: ConfigFit) -> float | None:
+    """The time budget (this configuration alone x 5 folds) at which the cheapest measured
+    rung would train MIN_ITERATIONS per fold; None when no rung was measured."""
+    best = None
+    for i, step in fit.search.measured.items():
+        c = fit.ladder[i]
+
+        def enough(fold_s: float, c: Candidate = c, step: float = step) -> bool:
+            channels = c.architecture["in_channels"]
+            return schedule_fits(
+                fold_schedule(fold_s, step, c.batch, c.patch, channels, fit.context)
+            )
+
+        low, high = 0.0, 1.0
+        while not enough(high):
+            low, high = high, high * 2
+        for _ in range(40):
+            mid = (low + high) / 2
+            low, high = (low, mid) if enough(mid) else (mid, high)
+        best = high if best is None else min(best, high)
+    return None if best is None else best * N_FOLDS
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "more"
+    if seconds < 3600:
+        return f"{math.ceil(seconds / 60)}m"
+    return f"{math.ceil(seconds / 360) / 10:g}h"

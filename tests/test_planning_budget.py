@@ -1,0 +1,540 @@
+"""--time-budget: ladder rules, the fold cost model, the search, and whole plans with fake
+timers (property tests); two real-timer tests on tiny networks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autoseg.cli import main
+from autoseg.errors import AutosegError
+from autoseg.io import DatasetJson, Geometry, write_image
+from autoseg.networks import ArchitectureConfig
+from autoseg.planning import budget as bd
+from autoseg.planning import load_plan, plan_dataset, plan_from_dict
+from autoseg.planning.patch import MIN_BATCH, approximate_memory_gb
+from autoseg.planning.synthetic import synthetic_fingerprint
+from autoseg.planning.topology import architecture_block, fit_topology
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CPU = bd.FoldContext("cpu", n_val_cases=4, image_shape=(160, 160), images_per_case=24)
+
+
+def fake_timer(ns_per_activation: float = 10.0, overhead_s: float = 0.005):
+    """A device whose step time is a fixed overhead plus a cost per conv-output element (how
+    a CPU behaves, documentation/planning.md); counts its calls."""
+
+    def timer(arch, patch, batch):
+        timer.calls += 1
+        return overhead_s + ns_per_activation * 1e-9 * bd.activation_count(arch, patch, batch)
+
+    timer.calls = 0
+    return timer
+
+
+def _sciatic(**kw):
+    return synthetic_fingerprint(
+        "901_Sciatic",
+        [40, 256, 256],
+        [3.0, 0.75, 0.75],
+        foreground_extent_mm={"1": [120.0, 10.0, 14.0]},
+        **kw,
+    )
+
+
+def _wrist(**kw):
+    return synthetic_fingerprint(
+        "902_Wrist",
+        [256, 320],
+        [1.0, 1.0],
+        modality="ultrasound",
+        foreground_fraction={"1": 0.01},
+        foreground_extent_mm={"1": [35.0, 60.0]},
+        **kw,
+    )
+
+
+def _plan(fp, **kw):
+    kw.setdefault("gpu_memory_gb", 8)
+    kw.setdefault("device", "cpu")
+    kw.setdefault("estimator", approximate_memory_gb)
+    return plan_dataset(fp, **kw)
+
+
+def _arch(spacing, patch, features_divisor=1):
+    patch, topo = fit_topology(spacing, patch)
+    arch = architecture_block(topo, network="unet", in_channels=1, num_classes=2)
+    return bd.scale_features(arch, features_divisor), tuple(patch)
+
+
+# ---------------------------------------------------------------- ladder rules
+
+
+def test_batch_steps_go_down_to_two_by_about_30_percent():
+    assert bd.batch_steps(24) == [24, 16, 11, 7, 4, 2]
+    assert bd.batch_steps(2) == [2]
+    assert bd.batch_steps(3) == [3, 2]
+    for b in range(2, 200):
+        steps = bd.batch_steps(b)
+        assert steps[0] == b and steps[-1] == MIN_BATCH
+        assert all(x > y for x, y in zip(steps, steps[1:]))
+
+
+def test_scale_features_keeps_topology():
+    arch, _ = _arch([3.0, 0.75, 0.75], [40, 192, 256])
+    half, quarter = bd.scale_features(arch, 2), bd.scale_features(arch, 4)
+    assert arch["features_per_stage"][:1] == [32] and max(arch["features_per_stage"]) == 320
+    assert half["features_per_stage"][0] == 16 and max(half["features_per_stage"]) == 160
+    assert quarter["features_per_stage"][0] == 8 and max(quarter["features_per_stage"]) == 80
+    for key in ("strides", "kernel_sizes", "n_blocks_per_stage", "n_conv_per_stage_decoder"):
+        assert quarter[key] == arch[key]
+    ArchitectureConfig.from_dict(quarter)
+
+
+def test_patch_floor_two_extents_and_32_in_plane():
+    # nerve 10 x 14 mm at 0.75 mm: 27 -> 32 (in-plane minimum) and 38 voxels
+    assert bd.patch_floor([256, 256], [0.75, 0.75], [10.0, 14.0]) == [32, 38]
+    # a nerve through the whole stack keeps the whole stack along the thick axis
+    assert bd.patch_floor([40, 192, 256], [3.0, 0.75, 0.75], [120.0, 10.0, 14.0]) == [40, 32, 38]
+    # no foreground: 32 in-plane, the minimal input (8) along the thick axis
+    assert bd.patch_floor([40, 192, 256], [3.0, 0.75, 0.75], None) == [8, 32, 32]
+    # never above the planned patch
+    assert bd.patch_floor([24, 20], [1.0, 1.0], [50.0, 50.0]) == [24, 20]
+
+
+def _ladder(name="3d_fullres", fp=None):
+    plan = _plan(fp or _sciatic())
+    config = plan.configurations[name]
+    extent = bd.network_extent(plan.fingerprint.foreground_extent_p95_mm, config)
+    floor = bd.patch_floor(config.patch_size, config.spacing, extent)
+    return config, floor, bd.time_ladder(config, floor)
+
+
+@pytest.mark.parametrize("name", ["2d", "3d_fullres", "crop"])
+def test_ladder_order_batch_then_widths_then_patch(name):
+    config, floor, ladder = _ladder(name)
+    first = ladder[0]
+    assert first.architecture == config.architecture and first.batch == config.batch_size
+    assert list(first.patch) == config.patch_size
+    batches = [c.batch for c in ladder]
+    widths = [c.width_divisor for c in ladder]
+    assert batches == sorted(batches, reverse=True) and batches[-1] == MIN_BATCH
+    assert widths == sorted(widths) and widths[-1] == bd.WIDTH_DIVISORS[-1]
+    # widths shrink only at batch 2, the patch only at a quarter of the widths
+    assert all(c.batch == MIN_BATCH for c in ladder if c.width_divisor > 1)
+    patch_rungs = [c for c in ladder if tuple(c.patch) != tuple(config.patch_size)]
+    assert all(c.width_divisor == bd.WIDTH_DIVISORS[-1] for c in patch_rungs)
+    cost = [bd.activation_count(c.architecture, c.patch, c.batch) for c in ladder]
+    assert all(a > b for a, b in zip(cost, cost[1:])), "every rung is cheaper"
+    for prev, c in zip(ladder, ladder[1:]):
+        assert all(q <= p for p, q in zip(prev.patch, c.patch))
+        arch = ArchitectureConfig.from_dict(c.architecture)
+        assert all(p % d == 0 for p, d in zip(c.patch, arch.required_divisor()))
+        assert arch.in_channels == config.architecture["in_channels"]
+    # the last rung is at (or, after rounding, just under) the floor on every shrinkable axis
+    last = ladder[-1].patch
+    assert all(p <= max(f, 1) or p == q for p, f, q in zip(last, floor, config.patch_size))
+
+
+def test_ladder_drops_a_stage_when_an_axis_gets_short():
+    _, _, ladder = _ladder("2d")
+    stages = [len(c.architecture["features_per_stage"]) for c in ladder]
+    assert stages[0] == 7 and stages[-1] < stages[0]
+    assert stages == sorted(stages, reverse=True)
+
+
+# ---------------------------------------------------------------- the fold cost model
+
+
+def test_window_count_matches_the_predictor():
+    from autoseg.inference.sliding_window import window_starts
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        dim = int(rng.integers(2, 4))
+        image = [int(v) for v in rng.integers(4, 400, dim)]
+        patch = [int(v) for v in rng.integers(4, 300, dim)]
+        expected = math.prod(len(window_starts(s, p, 0.5)) for s, p in zip(image, patch))
+        assert bd.window_count(image, patch) == expected
+
+
+def test_loader_adds_on_cpu_and_overlaps_on_gpu():
+    small = bd.loader_seconds("cpu", 2, (64, 64), 1)
+    big = bd.loader_seconds("cpu", 2, (24, 160, 160), 1)
+    assert 0.5e-3 < small < 2e-3 and 0.03 < big < 0.08  # the bench_dataloader numbers
+    # CPU: loader workers take cores from the step (+15 %) and the loader's work adds
+    assert bd.iteration_seconds(0.1, 0.02, "cpu") == pytest.approx(0.1 * 1.15 + 0.02)
+    assert bd.iteration_seconds(0.1, 0.02, "cuda") == 0.1
+    assert bd.iteration_seconds(0.01, 0.1, "cuda") == pytest.approx(0.1 / bd.GPU_LOADER_WORKERS)
+
+
+def test_fold_schedule_fits_the_fold_and_caps_at_nnunet_length():
+    huge = bd.fold_schedule(1e9, 0.1, 2, (128, 128), 1, CPU)
+    assert (huge.epochs, huge.iterations_per_epoch) == (bd.MAX_EPOCHS, 250)
+    for fold_s in (20.0, 60.0, 600.0, 7200.0, 86400.0):
+        for step in (0.005, 0.05, 0.5):
+            s = bd.fold_schedule(fold_s, step, 2, (128, 128), 1, CPU)
+            if s.epochs == 0:  # validation alone exceeds the fold: nothing is planned
+                assert not bd.schedule_fits(s)
+                continue
+            used = s.predicted_train_s + s.validation_s + bd.reserve_seconds(fold_s, "cpu")
+            assert used <= fold_s * (1 + 1e-9)
+            assert s.iterations_per_epoch <= 250 and s.epochs <= 1000
+            if s.iterations >= bd.MIN_ITERATIONS:
+                assert s.epochs >= bd.MIN_EPOCHS  # the pseudo-Dice rhythm
+    # more time never buys fewer iterations; a slower step never buys more
+    its = [bd.fold_schedule(f, 0.05, 2, (128, 128), 1, CPU).iterations for f in (30, 60, 120)]
+    assert its == sorted(its)
+    its = [bd.fold_schedule(300, t, 2, (128, 128), 1, CPU).iterations for t in (0.01, 0.1, 1)]
+    assert its == sorted(its, reverse=True)
+
+
+def test_validation_grows_with_slices_cases_and_smaller_patches():
+    one = bd.FoldContext("cpu", 4, (160, 160), 1).validation_seconds(0.1, 2, (160, 160))
+    # 4 cases x 1 window x 4 mirrorings x 0.3 x 0.1 s / 2 samples
+    assert one == pytest.approx(4 * 4 * bd.FORWARD_FRACTION * 0.1 / 2)
+    slices = bd.FoldContext("cpu", 4, (160, 160), 24).validation_seconds(0.1, 2, (160, 160))
+    assert slices == pytest.approx(24 * one)
+    assert CPU.validation_seconds(0.1, 2, (64, 64)) > CPU.validation_seconds(0.1, 2, (160, 160))
+
+
+# ---------------------------------------------------------------- the search
+
+
+def _rungs(n):
+    return [bd.Candidate({"i": i}, (8,), 2, 1, f"rung {i}") for i in range(n)]
+
+
+def test_first_fitting_finds_the_first_fitting_rung_with_few_measurements():
+    ladder = _rungs(40)
+    times = {id(c): 100.0 / (i + 1) for i, c in enumerate(ladder)}  # rung i: 100/(i+1) s
+    calls = []
+
+    def timer(arch, patch, batch):
+        calls.append(arch["i"])
+        return times[id(ladder[arch["i"]])]
+
+    for limit in (100.0, 10.0, 3.0, 2.5, 1.0):
+        calls.clear()
+        fits = lambda c, t, lim=limit: t <= lim  # noqa: E731
+        found = bd.first_fitting(ladder, timer, fits, screen_factor=None)
+        expected = next((i for i in range(40) if 100.0 / (i + 1) <= limit), None)
+        assert found.index == expected
+    assert bd.first_fitting(ladder, timer, lambda c, t: t <= 0.1).index is None
+
+
+@pytest.mark.parametrize(
+    "fitting, expected",
+    [({4, 9, 10}, 4), ({5, 6}, 5), ({2, 15}, 2), (set(), None)],
+)
+def test_first_fitting_when_fitting_is_not_monotone(fitting, expected):
+    """Fitting can fail again further down (validation grows as the patch shrinks); the
+    necessary condition (training alone fits) is monotone: rungs >= 2."""
+    ladder = _rungs(16)
+    found = bd.first_fitting(
+        ladder,
+        lambda a, p, b: float(a["i"]),
+        lambda c, t: t in fitting,
+        lambda c, t: t >= 2,
+        screen_factor=None,
+    )
+    assert found.index == expected
+
+
+def test_screening_skips_slow_rungs_without_measuring_them():
+    config, _, ladder = _ladder("3d_fullres")
+    timer = fake_timer()
+    limit = timer(ladder[-1].architecture, ladder[-1].patch, 2) * 1.5  # only small rungs fit
+    plain = bd.first_fitting(ladder, fake_timer(), lambda c, t: t <= limit, screen_factor=None)
+    timer.calls = 0
+    screened = bd.first_fitting(ladder, timer, lambda c, t: t <= limit, screen_factor=4.0)
+    assert screened.index == plain.index  # the fake timer is activation-proportional
+    assert timer.calls == len(screened.measured)
+    assert screened.screened and not set(screened.screened) & set(screened.measured)
+    # nothing slower than 4x what fits was run; without screening the bisection ran worse
+    assert max(screened.measured.values()) <= 4 * limit
+    assert max(plain.measured.values()) > 4 * limit
+
+
+def test_keep_order_and_sets():
+    names = ["2d", "2.5d", "3d_fullres", "crop"]
+    order = bd.keep_order(names, "2d")
+    assert order == ["crop", "2d", "3d_fullres", "2.5d"]
+    assert bd.runnable(order, "2d") == order
+    assert bd.runnable(["crop", "3d_fullres"], "2d") == ["2d", "3d_fullres"]  # needs its localiser
+    assert bd.runnable(["crop"], "2d") == ["2d"]
+    assert bd.keep_order(["2d", "2.5d", "3d_fullres"], None) == ["3d_fullres", "2d", "2.5d"]
+    assert bd.keep_order(["2d"], None) == ["2d"]
+
+
+# ---------------------------------------------------------------- whole plans
+
+
+def _check_budget_plan(plan, budget_s, timer):
+    """Every configuration x 5 folds fits the budget; valid plan; recorded fields."""
+    assert plan.schedule.source == "time_budget" and plan.schedule.time_budget_s == budget_s
+    n = len(plan.configurations)
+    fold_s = budget_s / (n * bd.N_FOLDS)
+    assert plan.schedule.fold_budget_s == pytest.approx(fold_s, rel=1e-3, abs=0.05)
+    assert plan_from_dict(plan.to_dict()) == plan
+    total = 0.0
+    n_val = math.ceil(plan.fingerprint.n_cases / bd.N_FOLDS)
+    for name, c in plan.configurations.items():
+        assert c.batch_size >= MIN_BATCH
+        arch = ArchitectureConfig.from_dict(c.architecture)
+        assert all(p % d == 0 for p, d in zip(c.patch_size, arch.required_divisor())), name
+        step = timer(c.architecture, tuple(c.patch_size), c.batch_size)
+        assert c.measured_step_s == pytest.approx(step, rel=1e-3, abs=1e-5)
+        s = c.schedule
+        enough = bd.MIN_ITERATIONS if "time_budget_warning" not in plan.why else 1
+        assert s.epochs * s.iterations_per_epoch >= enough
+        if c.crop is not None:
+            assert c.crop.localiser in plan.configurations
+        loader = bd.loader_seconds(plan.device.type, c.batch_size, c.patch_size, arch.in_channels)
+        iteration = bd.iteration_seconds(step, loader, plan.device.type)
+        epoch = s.iterations_per_epoch * iteration + bd.VAL_BATCHES_PER_EPOCH * 0.3 * step
+        epoch += bd.EPOCH_OVERHEAD_S
+        assert s.epochs * epoch <= s.train_budget_s + 0.1
+        reserve = bd.reserve_seconds(fold_s, plan.device.type)
+        assert s.train_budget_s <= fold_s - reserve + 0.1
+        slices = 1 if c.slice_axis is None else None
+        if slices is not None and c.crop is None:
+            context = bd.FoldContext(plan.device.type, n_val, tuple(c.median_shape))
+            validation = context.validation_seconds(step, c.batch_size, c.patch_size)
+            assert s.train_budget_s + validation <= fold_s - reserve + 0.1
+        total += bd.N_FOLDS * s.epochs * epoch
+    assert total <= budget_s
+    return plan
+
+
+def _size(c):
+    return (c.batch_size, c.architecture["features_per_stage"][0], math.prod(c.patch_size))
+
+
+spacing_3d = st.tuples(st.floats(0.5, 5.0), st.floats(0.3, 1.5), st.floats(0.3, 1.5))
+shape_3d = st.tuples(st.integers(8, 80), st.integers(48, 384), st.integers(48, 384))
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(
+    shape=shape_3d,
+    spacing=spacing_3d,
+    fraction=st.floats(-4.0, -1.0).map(lambda e: 10**e),
+    extent_share=st.floats(0.03, 0.5),
+    budget_s=st.floats(60.0, 1e6),
+    speed=st.sampled_from([0.3, 3.0, 30.0]),
+    device=st.sampled_from(["cpu", "cuda"]),
+)
+def test_random_3d_budget_plans(shape, spacing, fraction, extent_share, budget_s, speed, device):
+    extent = [max(v * s * extent_share, s) for v, s in zip(shape, spacing)]
+    fp = synthetic_fingerprint(
+        "950_Random",
+        list(shape),
+        [round(v, 3) for v in spacing],
+        n_cases=10,
+        foreground_fraction={"1": fraction},
+        foreground_extent_mm={"1": extent},
+        seed=1,
+    )
+    timer = fake_timer(speed)
+    try:
+        plan = _plan(fp, time_budget_s=budget_s, step_timer=timer, device=device)
+    except AutosegError as exc:
+        assert "--time-budget" in exc.fix
+        return
+    _check_budget_plan(plan, budget_s, timer)
+    # twice the budget: at least the same configurations, none smaller when the set is equal
+    bigger = _plan(fp, time_budget_s=2 * budget_s, step_timer=timer, device=device)
+    _check_budget_plan(bigger, 2 * budget_s, timer)
+    if "time_budget_warning" in plan.why:  # best effort: one configuration, few iterations
+        assert len(plan.configurations) == 1
+        return
+    assert set(plan.configurations) <= set(bigger.configurations)
+    if set(plan.configurations) == set(bigger.configurations):
+        for name, c in plan.configurations.items():
+            d = bigger.configurations[name]
+            assert all(x <= y for x, y in zip(_size(c), _size(d))), name
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(
+    budget_s=st.floats(30.0, 1e6),
+    speed=st.sampled_from([1.0, 10.0, 100.0]),
+    shape=st.tuples(st.integers(64, 700), st.integers(64, 700)),
+)
+def test_2d_budget_is_monotone(budget_s, speed, shape):
+    fp = synthetic_fingerprint(
+        "951_Random2D",
+        list(shape),
+        [1.0, 1.0],
+        n_cases=30,
+        modality="ultrasound",
+        foreground_fraction={"1": 0.01},
+        foreground_extent_mm={"1": [shape[0] / 8, shape[1] / 6]},
+    )
+    timer = fake_timer(speed)
+    sizes = []
+    for b in (budget_s, 3 * budget_s):
+        try:
+            plan = _plan(fp, time_budget_s=b, step_timer=timer)
+        except AutosegError:
+            sizes.append(None)
+            continue
+        _check_budget_plan(plan, b, timer)
+        warned = "time_budget_warning" in plan.why
+        sizes.append(None if warned else _size(plan.configurations["2d"]))
+    if sizes[0] is not None:
+        assert sizes[1] is not None
+        assert all(x <= y for x, y in zip(sizes[0], sizes[1]))
+
+
+def test_huge_budget_on_a_fast_device_keeps_the_memory_plan():
+    reference = _plan(_sciatic(), device="cuda")
+    timer = fake_timer(0.001, 1e-4)
+    plan = _plan(_sciatic(), device="cuda", time_budget_s=1e9, step_timer=timer)
+    assert list(plan.configurations) == list(reference.configurations)
+    for name, c in plan.configurations.items():
+        ref = reference.configurations[name]
+        assert (c.patch_size, c.batch_size, c.architecture) == (
+            ref.patch_size,
+            ref.batch_size,
+            ref.architecture,
+        )
+        assert (c.schedule.epochs, c.schedule.iterations_per_epoch) == (1000, 250)
+        assert "kept" in c.why["time_budget"]
+    assert (plan.schedule.epochs, plan.schedule.iterations_per_epoch) == (1000, 250)
+    _check_budget_plan(plan, 1e9, timer)
+
+
+def test_small_cpu_budget_shrinks_and_drops_configurations():
+    timer = fake_timer(10.0)  # ~a 2-core CPU
+    plan = _plan(_sciatic(), time_budget_s=600.0, step_timer=timer)
+    _check_budget_plan(plan, 600.0, timer)
+    kept = list(plan.configurations)
+    assert len(kept) < 4 and ("crop" not in kept or "2d" in kept)
+    assert "dropped" in plan.why["configurations"]
+    for c in plan.configurations.values():
+        why = c.why["time_budget"]
+        assert "shrunk" in why and " s/iteration" not in why.split("->")[0]
+        assert c.batch_size == MIN_BATCH and c.architecture["features_per_stage"][0] < 32
+        assert "time budget ->" in c.why["batch_size"] + c.why["patch_size"]
+    # a more generous budget keeps more
+    more = _plan(_sciatic(), time_budget_s=6 * 3600.0, step_timer=timer)
+    assert set(kept) <= set(more.configurations) and len(more.configurations) >= len(kept)
+
+
+def test_too_small_budget_plans_best_effort_with_a_warning():
+    from autoseg.planning.schedule import parse_duration
+
+    timer = fake_timer(10.0)
+    plan = _plan(_sciatic(), time_budget_s=240.0, step_timer=timer)
+    warning = plan.why["time_budget_warning"]
+    assert "too short" in warning and "may not learn" in warning
+    assert len(plan.configurations) == 1 and "crop" not in plan.configurations
+    _check_budget_plan(plan, 240.0, timer)
+    c = next(iter(plan.configurations.values()))
+    assert 1 <= c.schedule.epochs * c.schedule.iterations_per_epoch < bd.MIN_ITERATIONS
+    # the budget the warning names is enough
+    named = warning.split("give --time-budget ")[1].split(" ")[0]
+    enough = _plan(_sciatic(), time_budget_s=parse_duration(named), step_timer=timer)
+    assert "time_budget_warning" not in enough.why
+    _check_budget_plan(enough, parse_duration(named), timer)
+
+
+def test_budget_below_the_validation_time_is_an_error():
+    with pytest.raises(AutosegError, match="cannot train any configuration") as info:
+        _plan(_sciatic(), time_budget_s=60.0, step_timer=fake_timer(10.0))
+    assert "--time-budget" in info.value.fix
+
+
+def test_plans_without_budget_do_not_change_form():
+    plan = _plan(_wrist())
+    d = plan.to_dict()
+    assert "fold_budget_s" not in d["schedule"]
+    assert "measured_step_s" not in d["configurations"]["2d"]
+    assert "schedule" not in d["configurations"]["2d"]
+    timed = _plan(_wrist(), time_budget_s=3600.0, step_timer=fake_timer())
+    t = timed.to_dict()
+    assert t["configurations"]["2d"]["schedule"]["epochs"] >= 1
+    assert t["schedule"]["fold_budget_s"] == pytest.approx(720.0)
+
+
+# ---------------------------------------------------------------- real timer
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads that spin-wait for
+    each other can run 30-50x slower while another process holds a core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_real_timer_on_tiny_networks(one_thread):
+    small, p_small = _arch([1.0, 1.0], [16, 16], 4)
+    large, p_large = _arch([1.0, 1.0], [128, 128], 2)
+    t_small = bd.measure_step_seconds(small, p_small, 2, max_seconds=0.5)
+    t_large = bd.measure_step_seconds(large, p_large, 4, max_seconds=1.0)
+    assert 0 < t_small < 1.0
+    assert t_large > 2 * t_small  # ~60x the activations
+    timer = bd.MeasuredStepTimer("cpu", max_seconds=0.3)
+    assert timer(small, p_small, 2) == timer(small, p_small, 2) and len(timer.cache) == 1
+
+
+def _tiny_raw_dataset(root):
+    folder = root / "raw" / "011_TinyUS"
+    DatasetJson(
+        channel_names={"0": "ultrasound"},
+        labels={"background": 0, "nerve": 1},
+        num_training=5,
+        file_ending=".nii.gz",
+    ).save(folder)
+    rng = np.random.default_rng(0)
+    geom = Geometry.default((48, 64), (0.1, 0.1))
+    for i in range(5):
+        image = rng.normal(100, 20, (48, 64)).astype(np.float32)
+        label = np.zeros((48, 64), np.uint8)
+        label[20:26, 30 + i : 38 + i] = 1
+        write_image(folder / "imagesTr" / f"case{i}_0000.nii.gz", image, geom)
+        write_image(folder / "labelsTr" / f"case{i}.nii.gz", label, geom)
+    return folder
+
+
+def test_cli_time_budget_with_the_real_timer(tmp_path, capsys, one_thread):
+    _tiny_raw_dataset(tmp_path)
+    argv = ["plan", "11", "--root", str(tmp_path), "--time-budget", "30m", "--device", "cpu"]
+    assert main(argv + ["--brief"]) == 0
+    out = capsys.readouterr().out
+    assert "s/iteration measured" in out and "per fold" in out
+    plan = load_plan(tmp_path / "preprocessed" / "011_TinyUS" / "plans.json")
+    c = plan.configurations["2d"]
+    assert plan.schedule.source == "time_budget" and c.measured_step_s > 0
+    assert c.schedule.epochs * c.schedule.iterations_per_epoch >= bd.MIN_ITERATIONS
+    assert plan.device.type == "cpu"
+
+
+def test_time_budget_plan_matches_the_json_schema():
+    import json
+    from pathlib import Path
+
+    from test_planning_plan import _check  # the schema checker of the plan-format tests
+
+    schema_file = Path(__file__).resolve().parents[1] / "plans" / "plan.schema.json"
+    schema = json.loads(schema_file.read_text())
+    plan = _plan(_sciatic(), time_budget_s=6 * 3600.0, step_timer=fake_timer())
+    d = plan.to_dict()
+    assert "fold_budget_s" in d["schedule"] and "schedule" in d["configurations"]["2d"]
+    _check(d, schema, schema)
+    d["configurations"]["2d"]["schedule"]["epochs"] = 0
+    with pytest.raises(AssertionError, match="epochs"):
+        _check(d, schema, schema)
+    with pytest.raises(AutosegError, match="schedule.epochs"):
+        plan_from_dict(d)
