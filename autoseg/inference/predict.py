@@ -40,10 +40,14 @@ class InputCase:
 def _is_dicom_dir(folder: Path) -> bool:
     import SimpleITK as sitk
 
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found" is an answer
     try:
         return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     except RuntimeError:
         return False
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def find_inputs(path: str | os.PathLike, n_channels: int) -> list[InputCase]:

@@ -170,7 +170,7 @@ class Predictor:
         postprocessing: dict[str, Any] | None = None,
         localisers: dict[str, list[FoldModel]] | None = None,
         training_volumes_mm3: Sequence[float] | None = None,
-        batch_size: int = 2,
+        batch_size: int | None = None,
     ):
         self.plan = plan
         self.models = models

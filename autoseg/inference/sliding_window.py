@@ -112,6 +112,16 @@ def _windows(shape: Sequence[int], patch: Sequence[int], overlap: float) -> Iter
         yield tuple(slice(c, c + p) for c, p in zip(corner, patch))
 
 
+WINDOW_BATCH_VOXELS = 2**18  # windows per forward pass: up to this many voxels (CPU overhead)
+
+
+def window_batch_size(patch_size: Sequence[int], minimum: int = 1, maximum: int = 32) -> int:
+    """Windows predicted together: small patches are batched (a 32x32 window alone leaves a
+    CPU forward pass mostly overhead); a 24x160x160 window goes alone."""
+    per_window = math.prod(int(p) for p in patch_size)
+    return max(minimum, min(maximum, WINDOW_BATCH_VOXELS // max(per_window, 1)))
+
+
 @torch.inference_mode()
 def predict_sliding_window(
     network: nn.Module,
@@ -119,10 +129,13 @@ def predict_sliding_window(
     spec: WindowSpec,
     *,
     device: torch.device | str = "cpu",
-    batch_size: int = 2,
+    batch_size: int | None = None,
     amp: bool = True,
 ) -> torch.Tensor:
     """Class probabilities (K, Z, Y, X) for a preprocessed image (C, Z, Y, X), on the CPU.
+
+    ``batch_size`` windows go through the network together (default:
+    :func:`window_batch_size`).
 
     3D networks slide a 3D window. 2D and 2.5D networks predict every slice along
     ``spec.slice_axis``: a 2.5D network sees slices s-k//2 .. s+k//2 (edges replicated) stacked
@@ -138,6 +151,8 @@ def predict_sliding_window(
         )
         return out.movedim(1, 1 + spec.slice_axis).contiguous()
     device = torch.device(device)
+    if batch_size is None:
+        batch_size = window_batch_size(spec.patch_size)
     network = network.to(device).eval()
     x = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image)
     x = x.float()

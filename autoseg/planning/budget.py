@@ -286,6 +286,18 @@ def window_count(
     return n
 
 
+def validation_mirroring(device_type: str) -> bool:
+    """Whether a time-budgeted plan's end-of-fold validation mirrors (test-time augmentation).
+
+    On a CPU, mirroring multiplies the validation cost by 4 (2D) or 8 (3D) and would eat the
+    time the folds need to learn (on the demo's thigh phantom, validation alone outgrew a 1-min
+    fold); it changes the out-of-fold Dice by a little only, while ``autoseg predict`` still
+    mirrors by default. On a GPU the validation is cheap and mirrors, as nnU-Net does. The
+    trainer applies the same rule (autoseg.training.run.validate_fold).
+    """
+    return device_type != "cpu"
+
+
 @dataclass(frozen=True)
 class FoldContext:
     """What one fold of a configuration costs besides its training iterations."""
@@ -297,11 +309,13 @@ class FoldContext:
     extra_validation_s: float = 0.0  # crop: its localiser predicting the same cases
 
     def validation_seconds(self, step_s: float, batch: int, patch: Sequence[int]) -> float:
-        """End-of-fold validation: every validation case predicted by sliding windows with all
-        2^dim mirrorings, each window a forward pass costing FORWARD_FRACTION of a training
-        step's share per sample."""
+        """End-of-fold validation: every validation case predicted by sliding windows, each
+        window a forward pass costing FORWARD_FRACTION of a training step's share per sample;
+        with all 2^dim mirrorings on a GPU, without on a CPU (see
+        :func:`validation_mirroring`)."""
         windows = window_count(self.image_shape, patch) * self.images_per_case
-        forwards = self.n_val_cases * windows * 2 ** len(patch)
+        mirrors = 2 ** len(patch) if validation_mirroring(self.device_type) else 1
+        forwards = self.n_val_cases * windows * mirrors
         return forwards * FORWARD_FRACTION * step_s / batch + self.extra_validation_s
 
 

@@ -191,12 +191,13 @@ def validate_fold(
     results: Path,
     *,
     root: str | os.PathLike | None = None,
-    tta: bool = True,
+    tta: bool | None = None,
     progress: bool = True,
     device: str = "auto",
 ) -> dict[str, Any]:
     """Predict the fold's validation cases at original geometry; save labels, probabilities
-    (float16) and per-case metrics."""
+    (float16) and per-case metrics. ``tta=None``: mirror unless the plan is a time-budgeted
+    CPU plan (the planner's rule, :func:`autoseg.planning.budget.validation_mirroring`)."""
     from tqdm import tqdm
 
     from autoseg.evaluation.metrics import compute_metrics
@@ -205,6 +206,11 @@ def validate_fold(
     from autoseg.preprocessing.preprocess import read_case
     from autoseg.training.trainer import pick_device
 
+    if tta is None:
+        from autoseg.planning.budget import validation_mirroring
+
+        budgeted = plan.schedule.source == "time_budget"
+        tta = not budgeted or validation_mirroring(plan.device.type)
     splits = json.loads((results / "splits.json").read_text())
     val_ids = splits[fold]["val"]
     dev = pick_device(device)
