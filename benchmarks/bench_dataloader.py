@@ -1,20 +1,27 @@
 """Throughput of the training data pipeline: batches per second, sampling + full augmentation.
 
-    .venv/bin/python benchmarks/bench_dataloader.py [--batches 30] [--workers 0 2]
-        [--plans PATH/plans.json --config-3d 3d_fullres] [--plans-2d PATH --config-2d 2d]
-        [--no-nnunet]
+    .venv/bin/python benchmarks/bench_dataloader.py [--batches 20] [--repeats 3] [--workers 0 2]
+        [--only 3d 2d thigh] [--plans PATH/plans.json --config-3d 3d_fullres]
+        [--plans-2d PATH --config-2d 2d] [--no-nnunet]
 
-Two plans on phantom-like preprocessed data written to a temporary folder:
+Three plans on phantom-like preprocessed data written to a temporary folder:
 
-- **3D**: thigh-MRI-like volumes 40x256x256 (anisotropic, MRI profile), patch 20x128x128,
+- **3d**: thigh-MRI-like volumes 40x256x256 (anisotropic, MRI profile), patch 20x128x128,
   batch 2 — or the planner's 3D configuration when ``--plans`` is given;
-- **2D**: wrist-ultrasound-like frames 470x600 (ultrasound profile), patch 224x288, batch 12 —
-  or the planner's 2D configuration.
+- **2d**: wrist-ultrasound-like frames 470x600 (ultrasound profile), patch 224x288, batch 12 —
+  or the planner's 2D configuration;
+- **thigh**: the planner's ``3d_fullres`` for the thigh phantom of :mod:`autoseg.phantoms`
+  (24x160x160 at 3x0.75x0.75 mm: patch 24x160x160, batch 2, ``3d_anisotropic``, MRI profile),
+  sampled from the same 40x256x256 volumes as **3d**.
 
-For each it prints seconds per batch and batches per second with 0 and 2 worker processes,
-and the GPU step time the loader has to beat. If ``.venv-bench/bin/python`` exists with
-nnunetv2, nnU-Net v2's own loader (its default training transforms and multi-process
-augmenter) is timed on the same arrays and plan in the same run, and the ratio printed.
+For each it prints seconds per batch and batches per second with 0 and 2 worker processes —
+the median of ``--repeats`` measurements (each a fresh loader, warm-up, then ``--batches``
+timed batches) — and the GPU step time the loader has to beat. With 0 workers it also prints
+the CPU time per batch, which other jobs on a shared machine disturb much less than wall time.
+If ``.venv-bench/bin/python`` exists with nnunetv2, nnU-Net v2's own loader (its default
+training transforms and multi-process augmenter, on its default blosc2 storage) is timed on
+the same arrays and plan in the same run, its measurements alternating with ours so that other
+work on the machine hits both alike, and the ratio of rates printed (> 1: autoseg is faster).
 
 Reference GPU step times (what the loader must beat so that the GPU never waits) come from
 nnU-Net v1's ``documentation/expected_epoch_times.md`` (A100 40GB, PyTorch 1.7.1, cuDNN 8.1,
@@ -33,10 +40,12 @@ than an A100, which halves the targets again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import pickle
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,27 +140,18 @@ def write_nnunet_locations(src: Path, ids: list[str]) -> None:
 
 
 # --------------------------------------------------------------------------- timing
-BLOCKS = 3
-
-
-def time_autoseg(
-    folder: Path, cfg: LoaderConfig, workers: int, n_batches: int
-) -> tuple[float, float]:
-    """(mean, fastest block) seconds per batch in steady state, after warm-up batches.
-
-    The batches are timed in 3 blocks: on a shared machine the fastest block is the best
-    estimate of the pipeline's own cost, the mean of what it got."""
+def time_autoseg(folder: Path, cfg: LoaderConfig, workers: int, n_batches: int) -> dict[str, float]:
+    """One measurement: a fresh loader, ``max(2, 2 * workers)`` warm-up batches, then
+    ``n_batches`` timed: wall seconds per batch, and this process's CPU seconds per batch (for 0
+    workers the whole pipeline's cost, which other jobs disturb much less than wall time)."""
     with build_loader(folder, None, cfg, num_workers=workers, seed=0) as loader:
         for _ in range(max(2, workers * 2)):
             next(loader)
-        per_block = max(1, n_batches // BLOCKS)
-        times = []
-        for _ in range(BLOCKS):
-            t0 = time.perf_counter()
-            for _ in range(per_block):
-                next(loader)
-            times.append((time.perf_counter() - t0) / per_block)
-    return float(np.mean(times)), float(min(times))
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n_batches):
+            next(loader)
+        wall = (time.perf_counter() - t0) / n_batches
+        return {"wall": wall, "cpu": (time.process_time() - c0) / n_batches}
 
 
 NNUNET_SCRIPT = textwrap.dedent(
@@ -167,9 +167,8 @@ NNUNET_SCRIPT = textwrap.dedent(
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-    src, folder, ids, patch, batch, workers, n = (sys.argv[1], sys.argv[2],
-        json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5]),
-        json.loads(sys.argv[6]), int(sys.argv[7]))
+    src, folder, ids, patch, batch = (sys.argv[1], sys.argv[2], json.loads(sys.argv[3]),
+        json.loads(sys.argv[4]), int(sys.argv[5]))
     # nnU-Net's default storage: blosc2 with chunks/blocks fitted to the patch, as its
     # preprocessor writes them
     import os, pickle
@@ -199,8 +198,9 @@ NNUNET_SCRIPT = textwrap.dedent(
         initial[0] = patch[0]
     tr = nnUNetTrainer.get_training_transforms(patch, (-rot, rot), None, mirror, dummy2d)
     labels = LabelManager({"background": 0, "nerve": 1, "vessel": 2}, None)
-    out = {}
-    for w in workers:
+    print("ready", flush=True)
+    for line in sys.stdin:  # "workers batches": one measurement, as time_autoseg does
+        w, n = (int(v) for v in line.split())
         ds = nnUNetDatasetBlosc2(folder, list(ids))
         dl = nnUNetDataLoader(ds, batch, initial, patch, labels,
                               oversample_foreground_percent=0.33, transforms=tr)
@@ -209,58 +209,97 @@ NNUNET_SCRIPT = textwrap.dedent(
                                             seeds=None, pin_memory=False, wait_time=0.002))
         for _ in range(max(2, 2 * w)):
             next(gen)
-        per_block = max(1, n // 3)
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for _ in range(per_block):
-                b = next(gen)
-            times.append((time.perf_counter() - t0) / per_block)
-        out[w] = [sum(times) / 3, min(times)]
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            b = next(gen)
+        wall = (time.perf_counter() - t0) / n
+        cpu = (time.process_time() - c0) / n
         if w:
             gen._finish()
-    out["shape"] = list(b["data"].shape)
-    print(json.dumps(out))
+        print(json.dumps({"wall": wall, "cpu": cpu, "shape": list(b["data"].shape)}), flush=True)
     """
 )
 
 
-def time_nnunet(
-    src: Path, ids: list[str], patch: tuple[int, ...], batch: int, workers: list[int], n: int
-) -> dict | None:
-    folder = src.parent / f"{src.name}_nnunet"
-    env = {
-        **os.environ,
-        "nnUNet_raw": str(folder),
-        "nnUNet_preprocessed": str(folder),
-        "nnUNet_results": str(folder),
+class NnunetTimer:
+    """nnU-Net v2's loader in a ``.venv-bench`` process: converts the arrays to its blosc2
+    format once, then makes one measurement per :meth:`measure` — so measurements of the two
+    systems can alternate, and a burst of other work on the machine hits both alike. Holds a
+    process, hence a class."""
+
+    def __init__(self, src: Path, ids: list[str], patch: tuple[int, ...], batch: int):
+        folder = src.parent / f"{src.name}_nnunet_{'x'.join(str(p) for p in patch)}"
+        env = {
+            **os.environ,
+            "nnUNet_raw": str(folder),
+            "nnUNet_preprocessed": str(folder),
+            "nnUNet_results": str(folder),
+        }
+        self.log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 (close())
+        args = [str(src), str(folder), json.dumps(ids), json.dumps(list(patch)), str(batch)]
+        self.proc = subprocess.Popen(
+            [str(BENCH_PYTHON), "-c", NNUNET_SCRIPT, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env=env,
+        )
+        self.ok = self._readline() == "ready"
+
+    def _readline(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line:
+            self.log.seek(0)
+            print(f"  nnU-Net timing failed:\n{self.log.read()[-2000:]}")
+        return line
+
+    def measure(self, workers: int, n_batches: int) -> dict[str, float] | None:
+        if not self.ok:
+            return None
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{workers} {n_batches}\n")
+        self.proc.stdin.flush()
+        line = self._readline()
+        if not line:
+            self.ok = False
+            return None
+        return json.loads(line)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {
+        "wall": statistics.median(r["wall"] for r in runs),
+        "best": min(r["wall"] for r in runs),
+        "cpu": statistics.median(r["cpu"] for r in runs),
     }
-    args = [json.dumps(ids), json.dumps(list(patch)), str(batch), json.dumps(workers), str(n)]
-    proc = subprocess.run(
-        [str(BENCH_PYTHON), "-c", NNUNET_SCRIPT, str(src), str(folder), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        env=env,
-        timeout=1800,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stdout[-1500:] + proc.stderr[-1500:]).strip()
-        print(f"  nnU-Net timing failed (exit {proc.returncode}):\n{tail}")
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _rate(mean: float, best: float) -> str:
-    return (
-        f"{mean:.3f} s/batch = {1 / mean:5.1f} batches/s (fastest block {best:.3f} s = "
-        f"{1 / best:5.1f}/s)"
-    )
+def _rate(t: dict[str, float], workers: int) -> str:
+    text = f"{t['wall']:.4f} s/batch = {1 / t['wall']:5.1f} batches/s"
+    text += f" (fastest {t['best']:.4f} s)"
+    if workers == 0:
+        text += f", CPU {t['cpu']:.4f} s/batch"
+    return text
 
 
 # --------------------------------------------------------------------------- main
-def plan_configs(args: argparse.Namespace) -> dict[str, LoaderConfig]:
+def plan_configs(args: argparse.Namespace) -> dict[str, tuple[str, LoaderConfig]]:
+    """``{name: (dataset kind, config)}`` for the plans to time."""
     defaults = {
         "3d": LoaderConfig(
             3,
@@ -272,29 +311,47 @@ def plan_configs(args: argparse.Namespace) -> dict[str, LoaderConfig]:
             name="3d default",
         ),
         "2d": LoaderConfig(2, (224, 288), 12, augmentation="ultrasound", name="2d default"),
+        # what `autoseg plan` gives for the thigh phantom (24x160x160 at 3x0.75x0.75 mm)
+        "thigh": LoaderConfig.from_plan(
+            {
+                "dim": 3,
+                "patch_size": [24, 160, 160],
+                "batch_size": 2,
+                "spacing": [3.0, 0.75, 0.75],
+                "augmentation": "3d_anisotropic",
+            },
+            name="thigh phantom 3d_fullres",
+            augmentation="mri",
+        ),
     }
     out = {}
     for kind, name, path in (
         ("3d", args.config_3d, args.plans),
         ("2d", args.config_2d, args.plans_2d or args.plans),
+        ("thigh", "", None),
     ):
+        if kind not in args.only:
+            continue
+        data_kind = "2d" if kind == "2d" else "3d"
         plan = json.loads(Path(path).read_text()) if path else {}
         block = plan.get("configurations", {}).get(name)
         if block is None:
             if path:
                 print(f"{name} not in {path}; using the default {kind} plan")
-            out[kind] = defaults[kind]
+            out[kind] = (data_kind, defaults[kind])
             continue
         # the phantoms carry the profile of their modality, whatever the plan's dataset was
         profile = "mri" if kind == "3d" else "ultrasound"
-        out[kind] = LoaderConfig.from_plan(block, name=name, augmentation=profile)
+        out[kind] = (data_kind, LoaderConfig.from_plan(block, name=name, augmentation=profile))
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batches", type=int, default=30, help="timed batches per setting")
+    parser.add_argument("--batches", type=int, default=20, help="timed batches per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per setting (median)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--only", nargs="+", default=["3d", "2d", "thigh"], help="plans to time")
     parser.add_argument("--plans", help="plans.json to take the 3D (and 2D) configuration from")
     parser.add_argument("--plans-2d", help="plans.json for the 2D configuration (default --plans)")
     parser.add_argument("--config-3d", default="3d_fullres")
@@ -304,21 +361,50 @@ def main() -> None:
 
     configs = plan_configs(args)
     print(f"CPU cores visible: {os.cpu_count()}, affinity: {len(os.sched_getaffinity(0))}")
+    print(
+        f"median of {args.repeats} measurements of {args.batches} batches per setting, "
+        "alternating between autoseg and nnU-Net"
+    )
+    summary = []
     with tempfile.TemporaryDirectory(prefix="bench_dl_") as tmp:
-        for kind, cfg in configs.items():
-            folder = Path(tmp) / kind
-            ids = write_dataset(folder, kind, n_cases=8 if kind == "3d" else 16)
+        datasets: dict[str, list[str]] = {}
+        for kind, (data_kind, cfg) in configs.items():
+            folder = Path(tmp) / data_kind
+            if data_kind not in datasets:
+                datasets[data_kind] = write_dataset(
+                    folder, data_kind, 8 if data_kind == "3d" else 16
+                )
+            ids = datasets[data_kind]
             voxels = cfg.batch_size * math.prod(cfg.patch_size)
             print(
                 f"\n[{kind}] {cfg.name}: patch {list(cfg.patch_size)} batch {cfg.batch_size} "
                 f"slices {cfg.slices} anisotropic {cfg.anisotropic} profile {cfg.augmentation}"
             )
-            ours = {}
+            nnunet = None
+            if args.no_nnunet or cfg.slices > 1 or cfg.crop_window is not None:
+                pass
+            elif not BENCH_PYTHON.exists():
+                print(f"  nnU-Net loader: not timed ({BENCH_PYTHON} not found)")
+            else:
+                if not (folder / f"{ids[0]}.pkl").exists():
+                    write_nnunet_locations(folder, ids)
+                nnunet = NnunetTimer(folder, ids, tuple(cfg.patch_size), cfg.batch_size)
+            # measurements alternate between the systems: ours, theirs, ours, theirs, ...
+            runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+            for _ in range(args.repeats):
+                for w in args.workers:
+                    runs.setdefault(("autoseg", w), []).append(
+                        time_autoseg(folder, cfg, w, args.batches)
+                    )
+                    theirs = nnunet.measure(w, args.batches) if nnunet is not None else None
+                    if theirs is not None:
+                        runs.setdefault(("nnunet", w), []).append(theirs)
+            if nnunet is not None:
+                nnunet.close()
+            ours = {w: _median(runs[("autoseg", w)]) for w in args.workers}
             for w in args.workers:
-                mean, best = time_autoseg(folder, cfg, w, args.batches)
-                ours[w] = (mean, best)
-                print(f"  autoseg  workers={w}: {_rate(mean, best)}")
-            if kind == "3d":
+                print(f"  autoseg  workers={w}: {_rate(ours[w], w)}")
+            if cfg.dim == 3:
                 step = HEART_3D_STEP_S * voxels / HEART_3D_VOXELS
                 print(
                     f"  GPU step to beat: A100 nnU-Net Heart 3d_fullres "
@@ -329,25 +415,25 @@ def main() -> None:
                 step = HEART_2D_STEP_S
                 print(f"  GPU step to beat: A100 nnU-Net Heart 2d {HEART_2D_STEP_S:.3f} s/it")
             if 0 in ours:
-                need = math.ceil(ours[0][1] / step)
+                need = math.ceil(ours[0]["wall"] / step)
                 print(f"  workers needed to keep up with {step:.3f} s/it: {need}")
-            if args.no_nnunet or cfg.slices > 1 or cfg.crop_window is not None:
-                continue
-            if not BENCH_PYTHON.exists():
-                print(f"  nnU-Net loader: not timed ({BENCH_PYTHON} not found)")
-                continue
-            write_nnunet_locations(folder, ids)
-            patch = tuple(cfg.patch_size)
-            res = time_nnunet(folder, ids, patch, cfg.batch_size, args.workers, args.batches)
-            if res is None:
-                continue
             for w in args.workers:
-                mean, best = res[str(w)]
-                ratio = best / ours[w][1]
+                if ("nnunet", w) not in runs:
+                    continue
+                theirs = _median(runs[("nnunet", w)])
+                ratio = theirs["wall"] / ours[w]["wall"]
                 print(
-                    f"  nnU-Net  workers={w}: {_rate(mean, best)}; autoseg/nnU-Net speed "
-                    f"{ratio:.2f}x (fastest blocks)"
+                    f"  nnU-Net  workers={w}: {_rate(theirs, w)}; "
+                    f"autoseg rate / nnU-Net rate {ratio:.2f}"
                 )
+                cpu = f"{theirs['cpu'] / ours[w]['cpu']:.2f}" if w == 0 else "-"
+                summary.append((kind, w, ours[w]["wall"], theirs["wall"], ratio, cpu))
+    if summary:
+        print(
+            "\nplan   workers  autoseg s/batch  nnU-Net s/batch  rate ratio  CPU ratio (0 workers)"
+        )
+        for kind, w, a, b, r, c in summary:
+            print(f"{kind:6s} {w:7d}  {a:15.4f}  {b:15.4f}  {r:10.2f}  {c}")
 
 
 if __name__ == "__main__":

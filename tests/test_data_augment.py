@@ -14,12 +14,18 @@ from autoseg.data.augment import (
     DEFAULT_PROFILE,
     NO_AUGMENTATION,
     BiasFieldTransform,
+    BlurTransform,
+    LowResolutionTransform,
+    NoiseTransform,
     SpeckleTransform,
     add_ghosts,
     bias_field,
+    draw_warp,
     elastic_alpha,
     get_profile,
     shift_kspace_lines,
+    simulate_low_resolution,
+    spatial_settings,
 )
 from autoseg.data.dataset import write_case_arrays
 from autoseg.data.sampler import elastic_displacement_bound
@@ -240,3 +246,62 @@ def test_augmentation_is_reproducible_and_leaves_global_rng_alone(tmp_path):
     with build_loader(tmp_path, None, cfg, seed=12) as loader:
         other = next(loader)
     assert not np.array_equal(other["data"], runs[0][0]["data"])
+
+
+def test_warp_probabilities_follow_the_profile():
+    profile = replace(
+        NO_AUGMENTATION, p_rotation=0.2, p_zoom=0.3, p_elastic=0.5, mirror_axes=(1, 2)
+    )
+    settings = spatial_settings(profile, (32, 48), in_plane=True)
+    rng = np.random.default_rng(0)
+    warps = [draw_warp(settings, rng) for _ in range(2000)]
+    elastic = np.mean([w.displacement is not None for w in warps])
+    moved = np.mean([w.matrix is not None for w in warps])
+    assert abs(elastic - 0.5) < 0.04
+    assert abs(moved - (1 - 0.8 * 0.7)) < 0.04  # rotation or zoom
+    flips = np.array([w.flips for w in warps])
+    assert not flips[:, 0].any() and abs(flips[:, 1:].mean() - 0.5) < 0.03
+    scales = [
+        abs(np.linalg.det(w.matrix)) ** 0.5 for w in warps if w.matrix is not None
+    ]  # rotation has determinant 1, so this is the zoom
+    assert min(scales) >= 0.7 - 1e-9 and max(scales) <= 1.4 + 1e-9
+    zoomed = [s for s in scales if abs(s - 1) > 1e-9]
+    assert 0.4 < np.mean(np.array(zoomed) < 1) < 0.6  # zoom-in and zoom-out equally often
+    assert all(w.displacement.shape == (2, 32, 48) for w in warps if w.displacement is not None)
+
+
+def test_noise_blur_and_low_resolution_transforms():
+    rng = np.random.default_rng(4)
+    np.random.seed(0)
+    data = np.zeros((4, 1, 3, 40, 40), np.float32)
+    noisy = NoiseTransform((0.05, 0.05), p_per_sample=1.0)(data=data.copy())["data"]
+    assert noisy.dtype == np.float32 and noisy.std() == pytest.approx(0.05, rel=0.05)
+
+    spikes = np.zeros((2, 1, 3, 21, 21), np.float32)
+    spikes[:, :, 1, 10, 10] = 1.0
+    flat = BlurTransform((1.0, 1.0), in_plane=True, p_per_sample=1.0)(data=spikes.copy())["data"]
+    assert flat[:, :, 1].sum() == pytest.approx(2.0, rel=1e-3)  # mass kept in its slice
+    assert np.abs(flat[:, :, [0, 2]]).max() == 0  # in-plane: never into the next slice
+    assert flat[0, 0, 1, 10, 11] == pytest.approx(np.exp(-0.5) * flat[0, 0, 1, 10, 10], rel=1e-3)
+    iso = BlurTransform((1.0, 1.0), p_per_channel=1.0, p_per_sample=1.0)(data=spikes.copy())
+    assert iso["data"][:, :, 0].max() > 0  # 3D blur does reach the neighbouring slice
+
+    noise = rng.normal(size=(5, 32, 32)).astype(np.float32)
+    assert np.array_equal(simulate_low_resolution(noise, 1.0, (0,)), noise)
+    low = simulate_low_resolution(noise, 0.5, ignore_axes=(0,))
+    assert low.shape == noise.shape and low.dtype == np.float32
+    assert low.min() >= noise.min() and low.max() <= noise.max()
+    # half the resolution: neighbouring pixels become strongly correlated
+    assert np.abs(np.diff(low, axis=2)).mean() < 0.6 * np.abs(np.diff(noise, axis=2)).mean()
+    slices = np.broadcast_to(np.arange(5, dtype=np.float32)[:, None, None], (5, 32, 32))
+    kept = simulate_low_resolution(slices.copy(), 0.5, ignore_axes=(0,))
+    np.testing.assert_allclose(kept, slices)  # the ignored (thick) axis is never mixed
+    batch = np.broadcast_to(noise, (2, 1, 5, 32, 32)).copy()
+    t = LowResolutionTransform((0.5, 0.5), p_per_channel=1.0, p_per_sample=1.0, ignore_axes=(0,))
+    np.testing.assert_allclose(t(data=batch)["data"][1, 0], low)
+
+
+def test_kspace_transforms_keep_float32():
+    x = np.random.default_rng(0).normal(size=(1, 4, 24, 20)).astype(np.float32)
+    assert add_ghosts(x, 3, 0.5, -1).dtype == np.float32
+    assert shift_kspace_lines(x, (1.5, -2.0), 1, 0.3).dtype == np.float32

@@ -274,3 +274,55 @@ def test_killed_parent_leaves_no_orphans(cases_dir):
     proc.kill()  # SIGKILL: no chance to clean up; the kernel signals the workers
     proc.communicate(timeout=30)
     assert _wait_dead(pids) == []
+
+
+# --------------------------------------------------------------------------- shared memory
+def _batches(folder, cfg, n_workers, count, seed=3):
+    with build_loader(folder, None, cfg, num_workers=n_workers, seed=seed) as loader:
+        if n_workers and multiprocessing.get_start_method() == "fork":
+            assert loader._shared is not None  # batches travel through shared memory
+        return [next(loader) for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        LoaderConfig(2, (32, 32), 3, slices=3, augmentation="ultrasound"),
+        LoaderConfig(3, (16, 16, 6), 2, anisotropic=True, thick_axis=2, augmentation="mri"),
+    ],
+    ids=["2.5d", "3d-thick-last"],
+)
+def test_worker_batches_survive_buffer_reuse(cases_dir, cfg):
+    """Batches come through a few reused shared buffers; the ones the caller keeps must stay
+    what they were (12 batches > the 4 buffers a worker has), equal to the in-process ones."""
+    single = _batches(cases_dir, cfg, 0, 12)
+    worker = _batches(cases_dir, cfg, 1, 12)
+    for a, b in zip(single, worker):
+        np.testing.assert_array_equal(a["data"], b["data"])
+        np.testing.assert_array_equal(a["target"], b["target"])
+        assert a["keys"] == b["keys"]
+        assert b["data"].flags["C_CONTIGUOUS"] and b["data"].flags["OWNDATA"]
+    assert _wait_no_children() == []
+
+
+def test_close_is_quick_while_workers_wait_for_buffers(cases_dir):
+    cfg = LoaderConfig(2, (32, 32), 2)
+    loader = build_loader(cases_dir, None, cfg, num_workers=2, seed=0)
+    next(loader)
+    time.sleep(1.0)  # the workers fill every free buffer and wait for the main process
+    t0 = time.perf_counter()
+    loader.close()
+    assert time.perf_counter() - t0 < 3.0
+    assert _wait_no_children() == []
+
+
+def test_pickled_batches_without_fork(cases_dir, monkeypatch):
+    """With another start method, workers cannot inherit the buffers: batches are pickled."""
+    from autoseg.data import loader as loader_module
+
+    monkeypatch.setattr(loader_module.multiprocessing, "get_start_method", lambda **_: "spawn")
+    cfg = LoaderConfig(2, (32, 32), 2)
+    with build_loader(cases_dir, None, cfg, num_workers=1, seed=0) as loader:
+        assert loader._shared is None
+        batch = next(loader)
+    np.testing.assert_array_equal(batch["data"], _batches(cases_dir, cfg, 0, 1, seed=0)[0]["data"])

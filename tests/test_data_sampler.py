@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,19 +14,36 @@ from batchgenerators.augmentations.utils import (
     rotate_coords_3d,
     scale_coords,
 )
+from scipy.ndimage import map_coordinates
 
 from autoseg.data import LoaderConfig, build_loader
-from autoseg.data.augment import elastic_alpha
+from autoseg.data.augment import (
+    NO_AUGMENTATION,
+    Warp,
+    draw_warp,
+    elastic_alpha,
+    elastic_field,
+    sample_offsets,
+    spatial_settings,
+)
 from autoseg.data.dataset import write_case_arrays
 from autoseg.data.sampler import (
+    PatchGeometry,
     augmented_read_size,
     crop_window_centre,
     elastic_displacement_bound,
     extract_region,
     foreground_voxel,
+    interpolate_linear,
+    interpolate_nearest,
     jitter_voxels,
     random_start,
+    read_patch,
     rotated_extent,
+)
+
+WARP_ALWAYS = replace(
+    NO_AUGMENTATION, p_rotation=1.0, p_zoom=1.0, p_elastic=1.0, mirror_axes=(0, 1, 2)
 )
 
 
@@ -110,6 +128,130 @@ def test_elastic_bound_matches_measured_displacements():
         assert np.abs(disp).max() <= bound
     # the formula's std (bound / 4) is the measured one within 25 %
     assert np.mean(rng_std) == pytest.approx(bound / 4, rel=0.25)
+
+
+def test_sample_positions_stay_inside_the_largest_read_size():
+    """Whatever a sample draws, its positions (plus the voxel linear interpolation reads
+    beyond them) fit in augmented_read_size, the documented worst case."""
+    rng = np.random.default_rng(3)
+    for patch in ((40, 56), (8, 24, 32)):
+        settings = spatial_settings(WARP_ALWAYS, patch, in_plane=len(patch) == 2)
+        read = settings.read_size()
+        for _ in range(40):
+            pos = sample_offsets(patch, draw_warp(settings, rng))
+            assert pos is not None and pos.shape == (len(patch), *patch)
+            for ax in range(len(patch)):
+                assert np.abs(pos[ax]).max() + 1 <= read[ax] / 2, (patch, ax)
+
+
+def test_elastic_field_has_the_requested_std_and_smoothness():
+    rng = np.random.default_rng(0)
+    sigma, std = 10.0, 2.0
+    fields = [elastic_field((160, 200), std, sigma, rng) for _ in range(6)]
+    f = np.stack(fields)  # (6, 2, 160, 200)
+    assert f.dtype == np.float32
+    assert f.std() == pytest.approx(std, rel=0.12)
+    assert abs(f.mean()) < 0.2 * std
+    # Gaussian-smoothed white noise has autocorrelation exp(-r^2 / (4 sigma^2)) at lag r
+    for lag in (5, 10, 20):
+        a, b = f[..., :-lag], f[..., lag:]
+        corr = (a * b).mean() / np.sqrt((a * a).mean() * (b * b).mean())
+        assert corr == pytest.approx(math.exp(-(lag**2) / (4 * sigma**2)), abs=0.08), lag
+    # the edges are as random as the middle (no fading to zero at the border)
+    assert f[..., :5].std() == pytest.approx(f[..., 90:110].std(), rel=0.25)
+    # 3D works the same way
+    f3 = elastic_field((12, 40, 36), 1.0, 6.0, rng)
+    assert f3.shape == (3, 12, 40, 36) and 0.5 < f3.std() < 1.5
+
+
+def _reference_warp(image, seg, centre, patch, offsets, flips, in_plane):
+    """What read_patch must give: scipy's map_coordinates on the zero-padded volume at the
+    absolute sample positions (order 1 for the image, 0 for labels), then the flips."""
+    starts = [c - p // 2 for c, p in zip(centre, patch)]
+    if in_plane:
+        pos = [offsets[k] + starts[1 + k] + (patch[1 + k] - 1) / 2 for k in range(2)]
+        data = np.zeros((image.shape[0], *patch), np.float32)
+        labels = np.zeros(patch, np.uint8)
+        for i in range(patch[0]):
+            z = starts[0] + i
+            if not 0 <= z < image.shape[1]:
+                continue
+            for c in range(image.shape[0]):
+                data[c, i] = map_coordinates(
+                    image[c, z].astype(np.float64), pos, order=1, mode="grid-constant", cval=0
+                )
+            labels[i] = map_coordinates(seg[z], pos, order=0, mode="grid-constant", cval=0)
+    else:
+        pos = [offsets[k] + starts[k] + (patch[k] - 1) / 2 for k in range(3)]
+        data = np.stack(
+            [
+                map_coordinates(image[c].astype(np.float64), pos, order=1, mode="grid-constant")
+                for c in range(image.shape[0])
+            ]
+        ).astype(np.float32)
+        labels = map_coordinates(seg, pos, order=0, mode="grid-constant", cval=0)
+    for ax, f in enumerate(flips):
+        if f:
+            data = np.flip(data, 1 + ax)
+            labels = np.flip(labels, ax)
+    return data, labels
+
+
+@pytest.mark.parametrize("in_plane", [True, False])
+def test_warped_read_equals_map_coordinates_on_the_padded_volume(in_plane):
+    """Reading only the box the positions need and interpolating there gives exactly what
+    resampling the whole zero-padded volume would — also for patches hanging over the edge."""
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(2, 10, 40, 36)).astype(np.float32)
+    seg = rng.integers(0, 3, size=(10, 40, 36)).astype(np.uint8)
+    patch = (6, 24, 20)
+    geom = PatchGeometry(patch=patch, read=patch, slice_mode=False)
+    settings = spatial_settings(WARP_ALWAYS, patch[1:] if in_plane else patch, in_plane)
+    for _ in range(6):
+        warp = draw_warp(settings, rng)
+        offsets = sample_offsets(settings.patch, warp)
+        centre = tuple(int(rng.integers(0, n)) for n in image.shape[1:])
+        data, labels = read_patch(
+            image, seg, centre, geom, (0, 0, 0), image.shape[1:], None, None, offsets, warp.flips
+        )
+        ref_data, ref_labels = _reference_warp(
+            image, seg, centre, patch, offsets, warp.flips, in_plane
+        )
+        assert data.shape == (2, *patch) and labels.shape == patch
+        np.testing.assert_allclose(data, ref_data, atol=1e-4)
+        assert (labels != ref_labels).mean() < 1e-3  # float32 positions may round a tie
+
+
+def test_unwarped_read_with_flips_is_a_plain_flipped_crop():
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(1, 8, 30, 30)).astype(np.float32)
+    seg = rng.integers(0, 4, size=(8, 30, 30)).astype(np.uint8)
+    geom = PatchGeometry(patch=(4, 10, 12), read=(4, 10, 12), slice_mode=False)
+    data, labels = read_patch(
+        image, seg, (4, 15, 15), geom, (0, 0, 0), (8, 30, 30), flips=(True, False, True)
+    )
+    crop = image[:, 2:6, 10:20, 9:21]
+    np.testing.assert_array_equal(data, crop[:, ::-1, :, ::-1])
+    np.testing.assert_array_equal(labels, seg[2:6, 10:20, 9:21][::-1, :, ::-1])
+
+
+def test_interpolation_helpers():
+    region = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    coords = np.array([[0.0, 1.5, 2.0, 0.25], [0.0, 2.5, 3.0, 1.0]])
+    out = interpolate_linear(region, coords)
+    expected = [0.0, 1.5 * 4 + 2.5, 2 * 4 + 3, 0.25 * 4 + 1]
+    np.testing.assert_allclose(out[0], expected)
+    np.testing.assert_allclose(out[1], np.array(expected) + 12)
+    labels = np.array([[[0, 1], [2, 3]]], np.uint8)
+    near = interpolate_nearest(labels, np.array([[0.2, 0.8, 0.6], [0.9, 0.1, 0.6]]))
+    assert near.dtype == np.uint8 and near.tolist() == [[1, 2, 3]]
+
+
+def test_identity_warp_reads_without_interpolation():
+    settings = spatial_settings(NO_AUGMENTATION, (16, 16), in_plane=True)
+    warp = draw_warp(settings, np.random.default_rng(0))
+    assert warp == Warp(None, None, (False, False, False)) and not warp.moves
+    assert sample_offsets((16, 16), warp) is None
 
 
 # --------------------------------------------------------------------------- centres
@@ -286,3 +428,22 @@ def test_crop_window_is_centred_on_foreground(tmp_path):
     offsets = np.array(offsets)
     assert np.abs(offsets).max() <= 4  # centred up to the 4 mm jitter
     assert len({tuple(o) for o in offsets}) > 3  # and the jitter is there
+
+
+def test_scratch_arrays_are_reused_per_thread():
+    import threading
+
+    from autoseg.data.sampler import clear_scratch, scratch
+
+    a = scratch("test", (4, 5), np.float32)
+    b = scratch("test", (3,), np.float32)
+    assert b.shape == (3,) and np.shares_memory(a, b)  # the same memory, no new allocation
+    assert not np.shares_memory(a, scratch("other", (4, 5), np.float32))
+    assert scratch("test", (4, 5), np.uint8).dtype == np.uint8
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(scratch("test", (4, 5), np.uint8)))
+    t.start()
+    t.join()
+    assert not np.shares_memory(seen[0], scratch("test", (4, 5), np.uint8))  # own per thread
+    clear_scratch()
+    assert not np.shares_memory(b, scratch("test", (3,), np.float32))
