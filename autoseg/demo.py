@@ -1,0 +1,179 @@
+"""``make demo``: the whole product on the built-in phantoms, on the CPU, in minutes.
+
+For a 3D thigh-MRI phantom and a 2D wrist-ultrasound phantom: generate training cases and
+held-back cases (another seed: other subjects), ``convert`` the training folder, run
+``plan-and-train`` with a time budget (all 5 folds), ``predict`` the held-back images and
+``evaluate`` them against their masks. Every step is the public Python API that the CLI
+also calls, and every step skips what a previous run already finished.
+
+Run it with ``python -m autoseg.demo [--budget-3d 4m] [--budget-2d 3m]``; data goes under
+``$AUTOSEG_ROOT`` (``make demo`` sets ``autoseg_data/demo``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoseg.errors import AutosegError
+from autoseg.io.image import split_extension
+from autoseg.paths import data_root
+from autoseg.phantoms import Mri3dConfig, Us2dConfig
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    kind: str  # phantom kind
+    name: str
+    dataset_id: int
+    n_train: int
+    n_heldout: int
+    channel: str
+    budget: str  # default time budget for plan-and-train
+    config: object  # phantom config: smaller than the defaults so that 5 folds fit minutes
+
+
+# A fold needs about 1000 iterations before the phantom nerve is found at all (measured:
+# documentation/planning.md, "Time budget"), so the demo's phantoms are smaller than the
+# defaults (same anatomy in mm on a coarser grid) to make those iterations cheap on 2 cores.
+DATASETS = (
+    DemoDataset(
+        "mri3d",
+        "ThighPhantom",
+        901,
+        20,
+        4,
+        "T2",
+        "6m",
+        Mri3dConfig(shape=(16, 112, 112), spacing=(3.0, 1.2, 1.2)),
+    ),
+    DemoDataset("us2d", "WristPhantom", 902, 30, 6, "US", "4m", Us2dConfig(shape=(128, 160))),
+)
+
+
+def _heldout(ds: DemoDataset, base: Path) -> tuple[Path, Path]:
+    """Held-back phantom cases (seed 2: new subjects), images and masks in two folders."""
+    from autoseg.phantoms import generate_phantom
+
+    src = base / "source" / f"{ds.kind}_heldout"
+    images, masks = base / "heldout" / ds.kind / "images", base / "heldout" / ds.kind / "masks"
+    if images.is_dir() and masks.is_dir() and any(images.iterdir()):
+        return images, masks
+    generate_phantom(
+        ds.kind, src, ds.n_heldout, seed=2, overwrite=True, progress=False, config=ds.config
+    )
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    if ds.kind == "us2d":
+        for f in (src / "images").iterdir():
+            shutil.copy2(f, images / f.name)
+        for f in (src / "masks").iterdir():
+            shutil.copy2(f, masks / f.name)
+    else:
+        for f in src.iterdir():
+            stem, ext = split_extension(f.name)
+            if stem.endswith("_mask"):
+                shutil.copy2(f, masks / f"{stem[: -len('_mask')]}{ext}")
+            elif ext:
+                shutil.copy2(f, images / f.name)
+    return images, masks
+
+
+def run_dataset(ds: DemoDataset, budget_s: float, progress: bool) -> dict:
+    from autoseg.evaluation.metrics import evaluate_folders
+    from autoseg.inference.predict import find_inputs, load_predictor, predict_cases
+    from autoseg.io.convert import convert_folder
+    from autoseg.paths import dataset_folder_name, raw_dir
+    from autoseg.phantoms import generate_phantom
+    from autoseg.pipeline import plan_and_train
+
+    base = data_root()
+    folder = dataset_folder_name(ds.dataset_id, ds.name)
+    t0 = time.perf_counter()
+    print(f"\n=== {folder}: {ds.kind} phantom, {ds.n_train} training cases ===", flush=True)
+    if not (raw_dir() / folder / "dataset.json").is_file():
+        src = base / "source" / ds.kind
+        generate_phantom(
+            ds.kind, src, ds.n_train, seed=1, overwrite=True, progress=progress, config=ds.config
+        )
+        result = convert_folder(
+            src,
+            ds.name,
+            ds.dataset_id,
+            label_names=["nerve"],
+            channel_names=[ds.channel],
+            overwrite=True,
+            progress=progress,
+        )
+        if not result.ok:
+            raise AutosegError("the converted phantom did not verify", path=result.target)
+    result = plan_and_train(folder, time_budget_s=budget_s, progress=progress)
+    images, masks = _heldout(ds, base)
+    predictor = load_predictor(folder)
+    out = base / "predictions" / folder
+    inputs = find_inputs(images, predictor.plan.n_channels)
+    summary = predict_cases(predictor, inputs, out, progress=progress)
+    evaluation = evaluate_folders(
+        out, masks, labels=[1], out_dir=out / "evaluation", progress=False
+    )
+    return {
+        "dataset": folder,
+        "chosen": result.inference.get("chosen"),
+        "cv_dice": result.inference.get("cv_dice"),
+        "cv_dice_post": result.inference.get("cv_dice_postprocessed"),
+        "candidates": result.inference.get("candidates", []),
+        "heldout_dice": evaluation.mean("dice"),
+        "flagged": [c for c, f in summary.flags.items() if f["check"]],
+        "predictions": out,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def print_summary(results: list[dict]) -> None:
+    print("\n" + "=" * 78)
+    print("autoseg demo: summary")
+    for r in results:
+        print(f"\n{r['dataset']}  ({r['seconds'] / 60:.1f} min)")
+        print(f"  chosen configuration : {r['chosen']}")
+        print("  cross-validated Dice (5 folds, out of fold):")
+        for c in r["candidates"]:
+            print(f"    {c.get('name', '?'):<24} {c.get('mean_dice', float('nan')):.3f}")
+        if r["cv_dice_post"] is not None:
+            print(f"  with post-processing : {r['cv_dice_post']:.3f}")
+        print(f"  held-back cases Dice : {r['heldout_dice']:.3f}")
+        if r["flagged"]:
+            print(f"  flagged for review   : {', '.join(r['flagged'])}")
+        print(f"  predictions          : {r['predictions']}")
+        print(f"  metrics              : {r['predictions'] / 'evaluation' / 'summary.csv'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autoseg.demo", description=__doc__)
+    parser.add_argument("--budget-3d", default=DATASETS[0].budget)
+    parser.add_argument("--budget-2d", default=DATASETS[1].budget)
+    parser.add_argument("--only", choices=[d.kind for d in DATASETS])
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    from autoseg.planning.schedule import parse_duration
+
+    budgets = {"mri3d": args.budget_3d, "us2d": args.budget_2d}
+    results = []
+    try:
+        for ds in DATASETS:
+            if args.only and ds.kind != args.only:
+                continue
+            budget = parse_duration(budgets[ds.kind])
+            results.append(run_dataset(ds, budget, progress=not args.no_progress))
+    except AutosegError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
