@@ -51,6 +51,15 @@ SCRIPT = textwrap.dedent(
 )
 
 
+GLOO_ABORT = "terminate called without an active exception"
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240
+    )
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
@@ -68,9 +77,12 @@ def test_two_gloo_processes_match_one_process(tmp_path):
             if ddp
             else [sys.executable, str(script)]
         )
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240
-        )
+        proc = _run(cmd)
+        if proc.returncode != 0 and GLOO_ABORT in proc.stderr:
+            # Known, not yet understood: in some full-suite runs on the 2-core VM a rank aborts
+            # at start-up with this native message (never reproduced in isolation, 9 of 9
+            # passes). One retry; every assertion below still has to hold.
+            proc = _run(cmd)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
         curves[name] = json.loads((out / "losses.json").read_text())
     single, ddp = curves["single"], curves["ddp"]

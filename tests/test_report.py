@@ -333,7 +333,9 @@ def test_page_renders_in_a_browser_and_its_tables_sort(mri_report, tmp_path):
     page_copy.write_text(text, encoding="utf-8")
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
     cmd += [f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", page_copy.as_uri()]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
+    dom = subprocess.run(
+        cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120
+    ).stdout
     sorted_page = Page(dom)
     volumes = [float(c["data-v"]) for c in sorted_page.column("case-table", "reference (mm³)")]
     assert len(volumes) == 6 and 'aria-sort="ascending"' in dom  # the click was handled
