@@ -23,14 +23,7 @@ from autoseg.networks.memory import (
     storage_key,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tensors here are tiny: one thread avoids thread hand-off costs on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # tests/conftest.py
 
 
 def arch_3d(**changes: object) -> dict:

@@ -12,14 +12,7 @@ import torch
 from autoseg.networks import ArchitectureConfig, UNet, build_network, count_parameters
 from autoseg.networks.blocks import LEAKY_SLOPE, ResidualBlock
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tensors here are tiny: one thread avoids thread hand-off costs on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # tests/conftest.py
 
 
 def arch_3d(**changes: object) -> dict:

@@ -473,18 +473,6 @@ def test_plans_without_budget_do_not_change_form():
 # ---------------------------------------------------------------- real timer
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads that spin-wait for
-    each other can run 30-50x slower while another process holds a core."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_real_timer_on_tiny_networks(one_thread):
     small, p_small = _arch([1.0, 1.0], [16, 16], 4)
     large, p_large = _arch([1.0, 1.0], [128, 128], 2)

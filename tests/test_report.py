@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_torch_thread
 from PIL import Image
 
 from autoseg.cli import main
@@ -56,15 +57,10 @@ def _shrink_plan(plan_path: Path, configs: list[str]) -> None:
 
 def _train_tiny(base: Path, kind: str) -> Path:
     """phantom -> convert -> plan (shrunk) -> plan-and-train with 2 folds; returns the root."""
-    import torch
 
     from autoseg.phantoms import Mri3dConfig, Us2dConfig, generate_phantom
 
     root = base / "root"
-    threads = torch.get_num_threads()
-    # One thread: the networks are tiny, and on a shared 2-core machine two spinning OpenMP
-    # threads made the same training 5-10x slower whenever another process held a core.
-    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUTOSEG_ROOT", str(root))
         src = base / "src"
@@ -81,12 +77,10 @@ def _train_tiny(base: Path, kind: str) -> Path:
         assert main(["convert", str(src), *args, "--label-names", "nerve"]) == 0
         assert main(["plan", ds_id, "--brief"]) == 0
         _shrink_plan(root / "preprocessed" / name / "plans.json", configs)
-        try:
+        with one_torch_thread():
             code = main(
                 ["plan-and-train", ds_id, "--n-folds", "2", "--workers", "0", "--no-progress"]
             )
-        finally:
-            torch.set_num_threads(threads)
         assert code == 0
     return root
 

@@ -42,8 +42,9 @@ from autoseg.evaluation.summary import (
     write_csv,
 )
 from autoseg.evaluation.surface import bounding_slices, distance_metrics, image_diagonal_mm
-from autoseg.io import Geometry, load_dataset_json, read_image, split_extension, write_json_atomic
+from autoseg.io import Geometry, load_dataset_json, split_extension, write_json_atomic
 from autoseg.io.atomic import TMP_MARK
+from autoseg.io.labels import read_label_map
 
 FAILURE_DICE = 0.5
 """Dice below this is a failed case (the sciatic-nerve MRN study's definition of failure)."""
@@ -263,29 +264,6 @@ def list_segmentations(path: str | os.PathLike) -> dict[str, Path]:
             fix="point to a folder of .nii.gz/.nrrd/.mha/.png/... label maps",
         )
     return out
-
-
-def read_label_map(path: Path) -> tuple[np.ndarray, Geometry]:
-    """Integer label map and its geometry; float files holding whole numbers are accepted."""
-    data = read_image(path)
-    arr = data.array
-    if arr.ndim != data.geometry.ndim:
-        raise AutosegError(
-            "segmentation has several components per pixel (colour?)",
-            path=path,
-            fix="save the mask as a single-channel label map (0 = background, 1, 2, ...)",
-        )
-    if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != bool:
-        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
-            raise AutosegError(
-                "segmentation holds non-integer values (a probability map?)",
-                path=path,
-                fix="threshold it or export the label map",
-            )
-        arr = arr.astype(np.int32)
-    if arr.size and arr.min() < 0:
-        raise AutosegError("segmentation holds negative labels", path=path)
-    return arr, data.geometry
 
 
 def present_labels(*arrays: np.ndarray) -> list[int]:

@@ -40,6 +40,7 @@ from autoseg.io import (
     read_image,
     write_json_atomic,
 )
+from autoseg.io.labels import as_label_map
 from autoseg.paths import dataset_name, preprocessed_dir, resolve_dataset
 
 MAX_SAMPLES_PER_CASE = 10_000
@@ -221,30 +222,6 @@ def case_statistics(
 # --------------------------------------------------------------------------------------------
 
 
-def _as_label_map(array: np.ndarray, path: Path) -> np.ndarray:
-    """Integer, non-negative label map; float files holding whole numbers are accepted."""
-    if array.dtype == bool:
-        return array.view(np.uint8)
-    if array.dtype.kind == "f":
-        rounded = np.rint(array)
-        if not np.array_equal(rounded, array):
-            raise AutosegError(
-                "label map holds non-integer values",
-                path=path,
-                fix="save labels as integers (0 = background, 1, 2, ... per class)",
-            )
-        array = rounded.astype(np.int32)
-    elif array.dtype.kind not in "iu":
-        raise AutosegError(f"label map has unsupported type {array.dtype}", path=path)
-    if array.dtype.kind == "i" and array.size and array.min() < 0:
-        raise AutosegError(
-            "label map holds negative values",
-            path=path,
-            fix="use 0 for background and positive integers for classes",
-        )
-    return array
-
-
 def _read_grey(path: Path) -> tuple[np.ndarray, Any]:
     image = read_image(path)
     array = image.array
@@ -266,7 +243,7 @@ def analyse_case(
     """Read one case (each file once) and return :func:`case_statistics` for it."""
     assert case.label is not None
     seg_raw, seg_geom = _read_grey(case.label)
-    seg = _as_label_map(seg_raw, case.label)
+    seg = as_label_map(seg_raw, case.label)
     channels = []
     spacing = None
     for path in case.images:
