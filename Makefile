@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_ROOT ?= autoseg_data/demo
 
-.PHONY: demo test lint format install clean bench bench-venv chromium
+.PHONY: demo test lint format install clean bench bench-quick bench-venv chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,16 +35,22 @@ demo: $(STAMP)
 	AUTOSEG_ROOT=$(DEMO_ROOT) $(BIN)/python -m autoseg.demo
 
 # Side-by-side benchmarks against nnU-Net v2 (not part of `make test`): builds .venv-bench with
-# nnunetv2 (torch pinned to the CPU wheel, no timm/torchvision), then runs each benchmark,
-# which times both systems in the same run and prints the ratios.
+# nnunetv2 (torch pinned to the CPU wheel, no timm/torchvision), checks our nnU-Net export with
+# nnU-Net's own dataset check, then runs every benchmark (both systems in the same run) and
+# writes benchmarks/results/{*.json,summary.md,ratios.png}. `make bench-quick`: a smoke run
+# with small settings, into benchmarks/results/quick/.
+# BENCH_ARGS, e.g.: --only training,inference --device cuda --cpus 0,1 --threads 2
+BENCH_ARGS ?=
+
 bench-venv:
 	bash benchmarks/make_bench_venv.sh
 
 bench: $(STAMP) bench-venv
 	.venv-bench/bin/python -m pytest -q tests/test_nnunet_export.py  # nnU-Net's own dataset check
-	$(BIN)/python benchmarks/bench_fingerprint.py
-	$(BIN)/python benchmarks/bench_preprocess.py
-	$(BIN)/python benchmarks/bench_dataloader.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+bench-quick: $(STAMP) bench-venv
+	$(BIN)/python benchmarks/run_all.py --quick $(BENCH_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix autoseg tests benchmarks

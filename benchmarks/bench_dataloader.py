@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_dataloader.py [--batches 20] [--repeats 3] [--workers 0 2]
         [--only 3d 2d thigh] [--plans PATH/plans.json --config-3d 3d_fullres]
-        [--plans-2d PATH --config-2d 2d] [--no-nnunet]
+        [--plans-2d PATH --config-2d 2d] [--no-nnunet] [--json PATH]
 
 Three plans on phantom-like preprocessed data written to a temporary folder:
 
@@ -22,6 +22,10 @@ If ``.venv-bench/bin/python`` exists with nnunetv2, nnU-Net v2's own loader (its
 training transforms and multi-process augmenter, on its default blosc2 storage) is timed on
 the same arrays and plan in the same run, its measurements alternating with ours so that other
 work on the machine hits both alike, and the ratio of rates printed (> 1: autoseg is faster).
+
+``--json PATH`` (default ``benchmarks/results/dataloader.json``) writes the batch rates of both
+systems per plan and worker count in the shape of ``benchmarks/results.py`` (higher is better,
+target autoseg / nnU-Net >= 1).
 
 Reference GPU step times (what the loader must beat so that the GPU never waits) come from
 nnU-Net v1's ``documentation/expected_epoch_times.md`` (A100 40GB, PyTorch 1.7.1, cuDNN 8.1,
@@ -57,6 +61,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results import Result, from_runs, write_results  # noqa: E402
 
 from autoseg.data import LoaderConfig, build_loader  # noqa: E402
 from autoseg.data.dataset import locations_from_seg, write_case_arrays  # noqa: E402
@@ -65,6 +72,15 @@ HEART_3D_STEP_S = 48.53 / 250  # A100, dummy data, 80x192x160 x 2
 HEART_3D_VOXELS = 80 * 192 * 160 * 2
 HEART_2D_STEP_S = 40.06 / 250  # A100, 2d, with data loading
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+DEFAULT_JSON = REPO / "benchmarks" / "results" / "dataloader.json"
+NOTES = [
+    "measurements alternate between autoseg and nnU-Net (fresh loader each, warm-up batches "
+    "untimed); figures are medians of the per-measurement rates",
+    "same arrays, patch size, batch size and foreground oversampling for both; each system "
+    "applies its own training augmentation (autoseg: its modality profile, incl. MRI/US "
+    "transforms; nnU-Net: its default training transforms) and its own storage (autoseg .npy, "
+    "nnU-Net blosc2 as its preprocessor writes it)",
+]
 
 
 # --------------------------------------------------------------------------- phantoms
@@ -297,6 +313,32 @@ def _rate(t: dict[str, float], workers: int) -> str:
     return text
 
 
+def rate_result(
+    kind: str,
+    cfg: LoaderConfig,
+    workers: int,
+    ours: list[dict[str, float]],
+    theirs: list[dict[str, float]],
+) -> Result:
+    """Batches per second of one plan and worker count (higher is better, target ratio 1: at
+    least nnU-Net's rate); the 0-worker CPU-time ratio, steadier on a shared machine, goes in
+    the note. An empty ``theirs`` (nnU-Net not timed) leaves nnU-Net's side empty."""
+    note = ""
+    if workers == 0 and ours and theirs:
+        cpu = _median(theirs)["cpu"] / _median(ours)["cpu"]
+        note = f"CPU time per batch nnU-Net / autoseg: {cpu:.2f}"
+    return from_runs(
+        f"dataloader, {kind}: {cfg.name}, {workers} workers",
+        "batches per second",
+        "batches/s",
+        [1 / r["wall"] for r in ours],
+        [1 / r["wall"] for r in theirs],
+        "higher",
+        1.0,
+        note,
+    )
+
+
 # --------------------------------------------------------------------------- main
 def plan_configs(args: argparse.Namespace) -> dict[str, tuple[str, LoaderConfig]]:
     """``{name: (dataset kind, config)}`` for the plans to time."""
@@ -346,7 +388,7 @@ def plan_configs(args: argparse.Namespace) -> dict[str, tuple[str, LoaderConfig]
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=20, help="timed batches per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per setting (median)")
@@ -357,7 +399,10 @@ def main() -> None:
     parser.add_argument("--config-3d", default="3d_fullres")
     parser.add_argument("--config-2d", default="2d")
     parser.add_argument("--no-nnunet", action="store_true", help="skip nnU-Net's loader")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help="write the compared figures here"
+    )
+    args = parser.parse_args(argv)
 
     configs = plan_configs(args)
     print(f"CPU cores visible: {os.cpu_count()}, affinity: {len(os.sched_getaffinity(0))}")
@@ -366,6 +411,7 @@ def main() -> None:
         "alternating between autoseg and nnU-Net"
     )
     summary = []
+    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench_dl_") as tmp:
         datasets: dict[str, list[str]] = {}
         for kind, (data_kind, cfg) in configs.items():
@@ -418,6 +464,8 @@ def main() -> None:
                 need = math.ceil(ours[0]["wall"] / step)
                 print(f"  workers needed to keep up with {step:.3f} s/it: {need}")
             for w in args.workers:
+                theirs_runs = runs.get(("nnunet", w), [])
+                results.append(rate_result(kind, cfg, w, runs[("autoseg", w)], theirs_runs))
                 if ("nnunet", w) not in runs:
                     continue
                 theirs = _median(runs[("nnunet", w)])
@@ -434,6 +482,14 @@ def main() -> None:
         )
         for kind, w, a, b, r, c in summary:
             print(f"{kind:6s} {w:7d}  {a:15.4f}  {b:15.4f}  {r:10.2f}  {c}")
+    if results:
+        notes = [*NOTES, f"CPU affinity {sorted(os.sched_getaffinity(0))}"]
+        if not summary:
+            notes.append("nnU-Net's loader not timed: no comparison")
+        out = write_results(
+            args.json, "dataloader", results, notes=notes, bench_python=BENCH_PYTHON
+        )
+        print(f"results: {out}")
 
 
 if __name__ == "__main__":

@@ -17,20 +17,25 @@ padding bands). It times, median of ``--repeats`` runs after one warm-up run eac
   (``benchmarks/make_bench_venv.sh`` builds it); the ratio nnU-Net / autoseg (CLI) is the
   speed-up. The process is pinned to ``--cores`` CPUs (both systems inherit the pinning).
 
+The two CLI runs are also sampled for peak memory (summed PSS of the process tree, as in
+``bench_preprocess.py``). ``--json PATH`` (default ``benchmarks/results/fingerprint.json``)
+writes the compared figures in the shape of ``benchmarks/results.py``: wall time (target
+autoseg / nnU-Net <= 0.5, the issue's ">= 2x faster") and peak memory (no target).
+
 ``make_tube_dataset`` is also used by ``tests/test_fingerprint.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +43,20 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from bench_preprocess import repeat  # noqa: E402
+from results import Result, from_runs, write_results  # noqa: E402
 
 from autoseg.io import DatasetJson, Geometry, load_dataset_json, write_image  # noqa: E402
 from autoseg.paths import parse_dataset_folder  # noqa: E402
 
 NNUNET_BIN = REPO / ".venv-bench" / "bin" / "nnUNetv2_extract_fingerprint"
+BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+DEFAULT_JSON = REPO / "benchmarks" / "results" / "fingerprint.json"
+Runs = list[tuple[float, float, float]]  # (wall s, CPU s, peak MB) per timed run
 
 
 def make_tube_dataset(
@@ -110,12 +124,19 @@ def time_median(fn: Callable[[], object], repeats: int, warmup: bool = True) -> 
     return times
 
 
-def _run_quiet(cmd: Sequence[str], env: dict[str, str]) -> None:
-    proc = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace"
+def fingerprint_results(ours: Runs, theirs: Runs, label: str) -> list[Result]:
+    """The compared figures of the CLI runs ``(wall s, CPU s, peak MB)``: wall time (target
+    ratio 0.5, the issue's ">= 2x faster") and peak memory (the largest of the timed runs, as
+    printed; no target). An empty ``theirs`` (nnU-Net absent) leaves nnU-Net's side empty."""
+    name = f"fingerprint, {label}"
+    walls = ([w for w, _, _ in ours], [w for w, _, _ in theirs])
+    peaks = ([m for _, _, m in ours], [m for _, _, m in theirs])
+    wall = from_runs(name, "wall time", "s", *walls, "lower", 0.5)
+    mem = from_runs(name, "peak memory", "MB", *peaks, "lower")
+    mem = dataclasses.replace(
+        mem, autoseg=max(peaks[0], default=None), nnunet=max(peaks[1], default=None)
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return [wall, mem]
 
 
 def export_nnunet(dataset_dir: Path, nnunet_raw: Path, dataset_id: int) -> Path:
@@ -150,6 +171,12 @@ def _fmt(times: list[float]) -> str:
     return f"{statistics.median(times):7.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times)})"
 
 
+def _write_json(path: Path, results: list[Result], notes: list[str]) -> None:
+    """The shared result file (atomic), with nnU-Net's versions read from its venv."""
+    out = write_results(path, "fingerprint", results, notes=notes, bench_python=BENCH_PYTHON)
+    print(f"results: {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, help="raw dataset folder (default: synthetic)")
@@ -162,11 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nnunet-bin", type=Path, default=NNUNET_BIN)
     parser.add_argument("--workdir", type=Path, help="keep synthetic data and outputs here")
+    parser.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help="write the compared figures here"
+    )
     args = parser.parse_args(argv)
 
     from autoseg.fingerprint import extract_fingerprint
 
-    print(pin_cores(args.cores))
+    pinned = pin_cores(args.cores)
+    print(pinned)
     tmp = tempfile.TemporaryDirectory(prefix="bench_fp_") if args.workdir is None else None
     work = Path(tmp.name) if tmp else args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -189,14 +220,27 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, AUTOSEG_ROOT=str(work / "autoseg_root"))
         cmd = [sys.executable, "-m", "autoseg", "fingerprint", str(dataset_dir), "--overwrite"]
         cmd += ["--workers", str(args.workers)]
-        cli = time_median(lambda: _run_quiet(cmd, dict(env, PYTHONPATH=str(REPO))), args.repeats)
+        ours = repeat(cmd, dict(env, PYTHONPATH=str(REPO)), args.repeats)
+        cli = [wall for wall, _, _ in ours]
         print(f"autoseg (CLI)  {_fmt(cli)}")
+        shape = "x".join(str(v) for v in args.shape)
+        label = f"{n} x {shape}" if args.dataset is None else f"{dataset_dir.name} ({n} cases)"
+        notes = [
+            f"workers={args.workers} for both; {pinned}",
+            f"autoseg (API, in-process, not compared) median {statistics.median(api):.2f} s",
+            "all autoseg runs first, then all nnU-Net runs (not alternating); one untimed "
+            "warm-up run each",
+            "peak memory: summed PSS of the process tree sampled every 20 ms, largest of the "
+            "timed runs (the warm-up excluded)",
+        ]
 
         if not args.nnunet_bin.exists():
             print(
                 f"nnU-Net: absent ({args.nnunet_bin} not found; build it with "
                 "benchmarks/make_bench_venv.sh) - no comparison"
             )
+            results = fingerprint_results(ours, [], label)
+            _write_json(args.json, results, [*notes, "nnU-Net absent: no comparison"])
             return 0
         dataset_id = (parse_dataset_folder(dataset_dir.name) or (900, ""))[0]
         nn_root = work / "nnunet"
@@ -208,10 +252,17 @@ def main(argv: list[str] | None = None) -> int:
             nnUNet_results=str(nn_root / "results"),
         )
         nn_cmd = [str(args.nnunet_bin), "-d", str(dataset_id), "-np", str(args.workers), "--clean"]
-        nn = time_median(lambda: _run_quiet(nn_cmd, nn_env), args.repeats)
+        theirs = repeat(nn_cmd, nn_env, args.repeats)
+        nn = [wall for wall, _, _ in theirs]
         print(f"nnU-Net (CLI)  {_fmt(nn)}")
         ratio = statistics.median(nn) / statistics.median(cli)
         print(f"speed-up nnU-Net / autoseg (CLI): {ratio:.2f}x (target >= 2x)")
+        print(
+            f"peak memory: autoseg (CLI) {max(m for _, _, m in ours):.0f} MB, "
+            f"nnU-Net (CLI) {max(m for _, _, m in theirs):.0f} MB"
+        )
+        results = fingerprint_results(ours, theirs, label)
+        _write_json(args.json, results, notes)
         return 0
     finally:
         if tmp is not None:

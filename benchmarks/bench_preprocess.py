@@ -5,6 +5,8 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bench_preprocess.py                  # 20 phantoms, 2 cores
     .venv/bin/python benchmarks/bench_preprocess.py --vary-spacing   # force resampling
     .venv/bin/python benchmarks/bench_preprocess.py --resampling     # backends only
+    .venv/bin/python benchmarks/bench_preprocess.py --cases 4 --shape 12 64 64 --repeats 1 \
+        --workers 1 --no-resampling                                  # smoke run
 
 The dataset is the 3D thigh-MRI nerve phantom (:mod:`autoseg.phantoms`): 20 volumes of
 24 x 160 x 160 voxels at 3 x 0.75 x 0.75 mm, int16, zero air outside the thigh. With
@@ -25,11 +27,17 @@ tree, sampled every 20 ms (workers included):
 
 ``--resampling`` times the resampling backends on one volume: autoseg's separable matrices,
 3D ``scipy.ndimage.zoom`` and SimpleITK's B-spline resampler.
+
+``--json PATH`` (default ``benchmarks/results/preprocess.json``, ``preprocess_varied.json``
+with ``--vary-spacing``) writes the compared figures in the shape of ``benchmarks/results.py``:
+wall time (target autoseg / nnU-Net <= 0.5, the issue's ">= 2x faster"), CPU time and peak
+memory (no target).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import statistics
@@ -45,12 +53,20 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from results import Result, from_runs, write_results  # noqa: E402
 
 from autoseg.io import DatasetJson, Geometry, write_image  # noqa: E402
 
 NNUNET_BIN = REPO / ".venv-bench" / "bin" / "nnUNetv2_plan_and_preprocess"
 DATASET_ID = 951
 DATASET = f"Dataset{DATASET_ID}_BenchThigh"  # accepted by autoseg and nnU-Net alike
+BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
+RESULTS_DIR = REPO / "benchmarks" / "results"
+Runs = list[tuple[float, float, float]]  # (wall s, CPU s, peak MB) per timed run
 
 
 def make_dataset(raw: Path, n_cases: int, shape, vary_spacing: bool) -> Path:
@@ -259,6 +275,35 @@ def bench_resampling(shape=(24, 160, 160), factor=(1.25, 1.25, 1.25), repeats=5)
     print(f"  SimpleITK B-spline          {1000 * itk_t:8.1f} ms")
 
 
+def preprocess_results(ours: Runs, theirs: Runs, label: str) -> list[Result]:
+    """The compared figures of ``(wall s, CPU s, peak MB)`` runs: wall time (target ratio 0.5,
+    the issue's ">= 2x faster"), CPU time (steadier on a shared machine; no target) and peak
+    memory (the largest of the timed runs, as printed; no target). An empty ``theirs`` (nnU-Net
+    absent) leaves nnU-Net's side empty."""
+    name = f"preprocess, {label}"
+    column = lambda runs, i: [r[i] for r in runs]  # noqa: E731
+    wall = from_runs(name, "wall time", "s", column(ours, 0), column(theirs, 0), "lower", 0.5)
+    cpu = from_runs(name, "CPU time", "s", column(ours, 1), column(theirs, 1), "lower")
+    mem = from_runs(name, "peak memory", "MB", column(ours, 2), column(theirs, 2), "lower")
+    mem = dataclasses.replace(
+        mem,
+        autoseg=max(column(ours, 2), default=None),
+        nnunet=max(column(theirs, 2), default=None),
+    )
+    return [wall, cpu, mem]
+
+
+def default_json(vary_spacing: bool) -> Path:
+    """One file per dataset variant, so the uniform and the varied run can both be collected."""
+    return RESULTS_DIR / ("preprocess_varied.json" if vary_spacing else "preprocess.json")
+
+
+def _write_json(path: Path, results: list[Result], notes: list[str]) -> None:
+    """The shared result file (atomic), with nnU-Net's versions read from its venv."""
+    out = write_results(path, "preprocess", results, notes=notes, bench_python=BENCH_PYTHON)
+    print(f"results: {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=20)
@@ -269,12 +314,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes for both systems")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resampling", action="store_true", help="only the backend timings")
+    parser.add_argument(
+        "--no-resampling", action="store_true", help="skip the backend timings (smoke runs)"
+    )
     parser.add_argument("--nnunet-bin", type=Path, default=NNUNET_BIN)
     parser.add_argument("--workdir", type=Path, help="keep data and outputs here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="write the compared figures here (default: benchmarks/results/preprocess.json, "
+        "preprocess_varied.json with --vary-spacing)",
+    )
     args = parser.parse_args(argv)
+    json_path = args.json or default_json(args.vary_spacing)
 
-    bench_resampling()
-    bench_resampling((60, 320, 320), (1.0, 1.2, 1.2), repeats=3)
+    if not args.no_resampling:
+        bench_resampling()
+        bench_resampling((60, 320, 320), (1.0, 1.2, 1.2), repeats=3)
     if args.resampling:
         return 0
     tmp = tempfile.TemporaryDirectory(prefix="bench_pp_") if args.workdir is None else None
@@ -296,12 +352,26 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         ours = repeat([sys.executable, "-c", code], env, args.repeats)
         print(f"autoseg  {_fmt(ours)}")
+        shape = "x".join(str(v) for v in args.shape)
+        label = f"{args.cases} x {shape}, {'varied' if args.vary_spacing else 'uniform'} spacing"
+        notes = [
+            f"workers={args.workers} for both; CPU affinity {sorted(os.sched_getaffinity(0))}",
+            "autoseg preprocesses with its planner's plan, nnU-Net with the 3d_fullres plan of "
+            "its own nnUNetv2_plan_experiment (untimed): target spacing and storage (autoseg "
+            ".npy, nnU-Net blosc2) can differ",
+            "all autoseg runs first, then all nnU-Net runs (not alternating); one untimed "
+            "warm-up run each",
+            "peak memory: summed PSS of the process tree sampled every 20 ms, largest of the "
+            "timed runs",
+        ]
 
         if not args.nnunet_bin.exists():
             print(
                 f"nnU-Net: absent ({args.nnunet_bin} not found; build it with "
                 "benchmarks/make_bench_venv.sh) - no comparison"
             )
+            results = preprocess_results(ours, [], label)
+            _write_json(json_path, results, [*notes, "nnU-Net absent: no comparison"])
             return 0
         bindir = args.nnunet_bin.parent
         nn_env = dict(
@@ -311,15 +381,21 @@ def main(argv: list[str] | None = None) -> int:
             nnUNet_results=str(work / "nnunet_results"),
         )
         ident = ["-d", str(DATASET_ID)]
+        # nnU-Net's planner sets torch threads to nnUNet_n_proc_DA, which fails at 0 (the value
+        # that keeps its training in one process); planning is untimed, so give it 1 there
+        plan_env = dict(nn_env)
+        if plan_env.get("nnUNet_n_proc_DA") == "0":
+            plan_env["nnUNet_n_proc_DA"] = "1"
         for step in (["nnUNetv2_extract_fingerprint", *ident, "-np", str(args.workers)],
                      ["nnUNetv2_plan_experiment", *ident]):  # fmt: skip
-            run_measured([str(bindir / step[0]), *step[1:]], nn_env)
+            run_measured([str(bindir / step[0]), *step[1:]], plan_env)
         nn_cmd = [str(bindir / "nnUNetv2_preprocess"), *ident, "-c", "3d_fullres"]
         nn = repeat([*nn_cmd, "-np", str(args.workers)], nn_env, args.repeats)
         print(f"nnU-Net  {_fmt(nn)}")
         for i, what in ((0, "wall"), (1, "CPU")):
             ratio = statistics.median(r[i] for r in nn) / statistics.median(r[i] for r in ours)
             print(f"speed-up nnU-Net / autoseg ({what} time): {ratio:.2f}x (target >= 2x)")
+        _write_json(json_path, preprocess_results(ours, nn, label), notes)
         return 0
     finally:
         if tmp is not None:

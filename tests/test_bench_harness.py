@@ -1,0 +1,188 @@
+"""The benchmark harness (benchmarks/run_all.py, benchmarks/chart.py) on tiny fake results and
+scripts: collecting, the summary table, the "times better" transform, the chart file and the
+handling of missing and failing scripts. No real benchmark runs here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+import chart  # noqa: E402
+import run_all  # noqa: E402
+from results import from_runs, write_results  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _write_fixture(folder: Path) -> None:
+    """Two well-formed result files (one met, one missed target) and one broken file."""
+    write_results(
+        folder / "fingerprint.json",
+        "fingerprint",
+        [
+            from_runs("fingerprint, 4 x 12x64x64", "wall time", "s", [1.0], [4.0], "lower", 0.5),
+            from_runs("fingerprint, 4 x 12x64x64", "peak memory", "MB", [300], [900], "lower"),
+        ],
+        notes=["all autoseg runs first"],
+    )
+    rate = from_runs(
+        "dataloader, 3d, 0 workers", "batches/s", "batches/s", [2, 3, 4], [5, 5, 5], "higher", 1.0
+    )
+    write_results(
+        folder / "dataloader.json",
+        "dataloader",
+        [rate],
+    )
+    (folder / "broken.json").write_text('{"benchmark": "x", "results": [', encoding="utf-8")
+
+
+def test_times_better_both_directions() -> None:
+    assert chart.times_better(2.0, "higher") == 2.0
+    assert chart.times_better(0.5, "higher") == 0.5
+    assert chart.times_better(0.25, "lower") == 4.0  # a quarter of the time: 4x better
+    assert chart.times_better(2.0, "lower") == 0.5
+    assert chart.times_better(None, "lower") is None
+    assert chart.times_better(0.0, "lower") is None
+
+
+def test_figure_ratio_and_met_from_medians() -> None:
+    fig = {"autoseg": 1.0, "nnunet": 4.0, "better": "lower", "target": 0.5, "ratio": 99}
+    assert chart.figure_ratio(fig) == 0.25 and chart.figure_met(fig) is True
+    fig = {"autoseg": 4.0, "nnunet": 5.0, "better": "higher", "target": 1.0}
+    assert chart.figure_met(fig) is False
+    assert chart.figure_met({"autoseg": 4.0, "nnunet": None, "better": "higher"}) is None
+
+
+def test_collect_skips_malformed_file_by_name(tmp_path: Path) -> None:
+    _write_fixture(tmp_path)
+    wrong = {"benchmark": "y", "results": [{"name": "a", "better": "sideways"}]}
+    (tmp_path / "wrong_shape.json").write_text(json.dumps(wrong))
+    files, problems = run_all.collect_results(tmp_path)
+    assert [d["benchmark"] for d in files] == ["fingerprint", "dataloader"]  # harness order
+    assert len(problems) == 2
+    assert any(p.startswith("broken.json: unreadable") for p in problems)
+    assert any(p.startswith("wrong_shape.json:") and "better" in p for p in problems)
+
+
+def test_summary_table_content(tmp_path: Path) -> None:
+    _write_fixture(tmp_path)
+    files, problems = run_all.collect_results(tmp_path)
+    statuses = [run_all.RunStatus("training", "skipped", message="bench_training.py missing")]
+    text = run_all.summary_markdown(files, problems, statuses, command="run_all.py --quick")
+    header = "| benchmark | figure | autoseg | nnU-Net | ratio | target | result |"
+    assert header in text
+    rows = [ln for ln in text.splitlines() if ln.startswith(("| fingerprint", "| dataloader"))]
+    assert rows[0] == "| fingerprint | 4 x 12x64x64: wall time [s] | 1 | 4 | 0.25 | ≤ 0.5 | met |"
+    assert rows[1].endswith("| 300 | 900 | 0.333 | – | – |")  # no target: nothing to judge
+    assert "| 3 | 5 | 0.6 | ≥ 1 | **MISSED**" in rows[2]
+    assert "| training | skipped |" in text
+    assert "- note: all autoseg runs first" in text
+    assert "- command: `" in text and "- machine: " in text and "- versions: " in text
+    assert "broken.json: unreadable" in text
+    assert "`run_all.py --quick`" in text
+
+
+def test_chart_writes_png(tmp_path: Path) -> None:
+    _write_fixture(tmp_path)
+    files, _ = run_all.collect_results(tmp_path)
+    alone = {"name": "no nnU-Net", "autoseg": 1.0, "nnunet": None, "better": "higher"}
+    files.append({"benchmark": "training", "results": [alone]})
+    out = chart.plot_ratios(files, tmp_path / "sub" / "ratios.png")
+    data = out.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000
+    assert not list(out.parent.glob("*.tmp"))  # atomic write left nothing behind
+
+
+def test_chart_cli(tmp_path: Path) -> None:
+    _write_fixture(tmp_path)
+    out = tmp_path / "r.png"
+    assert chart.main([*map(str, sorted(tmp_path.glob("*.json"))), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+FAKE_SCRIPT = textwrap.dedent(
+    """
+    import argparse, json, sys
+    p = argparse.ArgumentParser()
+    p.add_argument("--json")
+    p.add_argument("--cases", type=int, default=20)
+    p.add_argument("--threads", type=int)
+    a = p.parse_args()
+    fig = {"name": "fake", "metric": "wall time", "unit": "s", "autoseg": 1.0, "nnunet": 3.0,
+           "better": "lower", "target": 0.5}
+    with open(a.json, "w") as f:
+        json.dump({"benchmark": "fingerprint", "command": " ".join(sys.argv),
+                   "notes": [f"cases={a.cases} threads={a.threads}"], "results": [fig]}, f)
+    """
+)
+
+
+def test_run_all_skips_missing_and_failing_scripts(tmp_path: Path, capsys) -> None:
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "bench_fingerprint.py").write_text(FAKE_SCRIPT)
+    (scripts / "bench_preprocess.py").write_text("import sys\nprint('boom')\nsys.exit(3)\n")
+    out = tmp_path / "results"
+    argv = ["--only", "fingerprint,preprocess,training", "--quick", "--threads", "1"]
+    argv += ["--out", str(out), "--python", sys.executable, "--scripts-dir", str(scripts)]
+    rc = run_all.main(argv)
+    text = capsys.readouterr().out
+    assert rc == 1  # one script failed
+    assert "training: skipped" in text and "bench_training.py does not exist" in text
+    assert "preprocess: failed" in text and "exit status 3" in text
+    assert "boom" in (out / "logs" / "preprocess.log").read_text()
+    # the quick settings reach only the options the script declares
+    result = json.loads((out / "fingerprint.json").read_text())
+    assert result["notes"] == ["cases=4 threads=1"]
+    assert "--shape" not in result["command"] and "--repeats" not in result["command"]
+    summary = (out / "summary.md").read_text()
+    assert "| fingerprint | fake: wall time [s] | 1 | 3 | 0.333 | ≤ 0.5 | met |" in summary
+    assert "| training | skipped |" in summary and "| preprocess | failed |" in summary
+    assert (out / "ratios.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_script_options_and_helpers(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import argparse\np = argparse.ArgumentParser()\n"
+        'p.add_argument("-o", "--out")\np.add_argument("--device", default="cpu")\n'
+    )
+    assert run_all.script_options(script) == {"--out", "--device"}
+    assert run_all.parse_cpus("1") == [1] and run_all.parse_cpus("0,2-3") == [0, 2, 3]
+    assert run_all.parse_only("dataloader, fingerprint") == ["fingerprint", "dataloader"]
+    with pytest.raises(ValueError, match="unknown"):
+        run_all.parse_only("fingerprint,nope")
+
+
+def test_benchmark_scripts_compared_figures() -> None:
+    """The figures the three existing scripts write: directions, targets, peak = largest run,
+    and an empty nnU-Net side when it was not run."""
+    import bench_dataloader
+    import bench_fingerprint
+    import bench_preprocess
+
+    ours, theirs = [(1.0, 0.8, 100.0), (3.0, 0.9, 120.0)], [(8.0, 5.0, 900.0)]
+    wall, mem = bench_fingerprint.fingerprint_results(ours, theirs, "4 x 12x64x64")
+    assert (wall.metric, wall.better, wall.target, wall.ratio) == ("wall time", "lower", 0.5, 0.25)
+    assert (mem.autoseg, mem.nnunet, mem.target) == (120.0, 900.0, None)
+    alone = bench_fingerprint.fingerprint_results(ours, [], "x")
+    assert all(r.nnunet is None and r.ratio is None for r in alone)
+
+    wall, cpu, mem = bench_preprocess.preprocess_results(ours, theirs, "4 x 12x64x64")
+    assert wall.target == 0.5 and cpu.metric == "CPU time" and cpu.target is None
+    assert mem.autoseg == 120.0 and wall.name == "preprocess, 4 x 12x64x64"
+    assert bench_preprocess.default_json(True).name == "preprocess_varied.json"
+
+    cfg = bench_dataloader.LoaderConfig(2, (32, 32), 2, name="tiny")
+    fast, slow = [{"wall": 0.1, "cpu": 0.1}], [{"wall": 0.2, "cpu": 0.3}]
+    rate = bench_dataloader.rate_result("2d", cfg, 0, fast, slow)
+    assert (rate.better, rate.target, rate.autoseg, rate.met) == ("higher", 1.0, 10.0, True)
+    assert rate.ratio == pytest.approx(2.0) and "3.00" in rate.note
