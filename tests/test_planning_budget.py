@@ -140,6 +140,27 @@ def test_ladder_order_batch_then_widths_then_patch(name):
     assert all(p <= max(f, 1) or p == q for p, f, q in zip(last, floor, config.patch_size))
 
 
+def test_ladder_goes_below_the_context_floor_only_after_it():
+    # a floor as large as the patch (a label box spanning the frame, as in usgra-seg) leaves
+    # no patch rungs; the hard floor adds them after every rung above the floor
+    config, _, soft = _ladder("2d")
+    full = list(config.patch_size)
+    hard = bd.patch_floor(config.patch_size, config.spacing, None)
+    ladder = bd.time_ladder(config, full, hard)
+    no_patch = bd.time_ladder(config, full)
+    assert all(tuple(c.patch) == tuple(full) for c in no_patch)
+    def key(c):
+        return (tuple(c.patch), c.batch, c.width_divisor, c.change)
+
+    assert [key(c) for c in ladder[: len(no_patch)]] == [key(c) for c in no_patch]
+    extra = ladder[len(no_patch) :]
+    assert extra and all("below the context floor" in c.change for c in extra)
+    assert all(p >= h for c in extra for p, h in zip(c.patch, hard))
+    assert len(extra) >= len(soft) - len(no_patch)  # reaches at least as far down as before
+    cost = [bd.activation_count(c.architecture, c.patch, c.batch) for c in ladder]
+    assert all(a > b for a, b in zip(cost, cost[1:]))
+
+
 def test_ladder_drops_a_stage_when_an_axis_gets_short():
     _, _, ladder = _ladder("2d")
     stages = [len(c.architecture["features_per_stage"]) for c in ladder]
