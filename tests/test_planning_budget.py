@@ -450,9 +450,31 @@ def test_small_cpu_budget_shrinks_and_drops_configurations():
         assert "shrunk" in why and " s/iteration" not in why.split("->")[0]
         assert c.batch_size == MIN_BATCH and c.architecture["features_per_stage"][0] < 32
         assert "time budget ->" in c.why["batch_size"] + c.why["patch_size"]
+    # dropping configurations comes before patches below the context floor
+    assert all("below the context floor" not in c.why["time_budget"] for c in kept_configs(plan))
     # a more generous budget keeps more
     more = _plan(_sciatic(), time_budget_s=6 * 3600.0, step_timer=timer)
     assert set(kept) <= set(more.configurations) and len(more.configurations) >= len(kept)
+
+
+def kept_configs(plan):
+    return list(plan.configurations.values())
+
+
+def test_below_the_context_floor_only_when_nothing_fits_above_it():
+    # the whole frame as the floor (a label box spanning the image, as in usgra-seg): the
+    # budget buys 1000 iterations only with a smaller patch, so the plan goes below the floor
+    fp = synthetic_fingerprint(
+        "951_Frame", [480, 534], [1.0, 1.0], foreground_extent_mm={"1": [470.0, 520.0]}
+    )
+    timer = fake_timer(10.0)
+    plan = _plan(fp, time_budget_s=1200.0, step_timer=timer)
+    assert "time_budget_warning" not in plan.why
+    (c,) = kept_configs(plan)
+    assert "below the context floor" in c.why["time_budget"]
+    assert c.schedule.epochs * c.schedule.iterations_per_epoch >= bd.MIN_ITERATIONS
+    assert math.prod(c.patch_size) < 448 * 512
+    _check_budget_plan(plan, 1200.0, timer)
 
 
 def test_too_small_budget_plans_best_effort_with_a_warning():

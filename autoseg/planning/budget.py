@@ -684,14 +684,14 @@ def fit_configuration(
     context: FoldContext,
     extent_mm: Sequence[float] | None,
     screen_factor: float | None = SCREEN_FACTOR,
+    below_floor: bool = False,
 ) -> ConfigFit:
-    """The first rung of the configuration's ladder that trains MIN_ITERATIONS per fold."""
+    """The first rung of the configuration's ladder that trains MIN_ITERATIONS per fold;
+    ``below_floor`` extends the ladder below the context floor (:func:`fit_to_budget`'s last
+    resort)."""
     floor = patch_floor(config.patch_size, config.spacing, extent_mm)
-    # Below the context floor only as a last resort: a label's box spans all its components
-    # (a plexus of nerves, or nerve + vessels across an ultrasound frame: usgra-seg's p95 box
-    # is 183x421 px of a 480x534 frame), so the floor can be the whole image; then 250
-    # full-frame iterations (Dice 0, measured) lose to 1000 smaller-patch ones.
-    ladder = time_ladder(config, floor, patch_floor(config.patch_size, config.spacing, None))
+    hard = patch_floor(config.patch_size, config.spacing, None) if below_floor else None
+    ladder = time_ladder(config, floor, hard)
     channels = config.architecture["in_channels"]
 
     def schedule_of(c: Candidate, step_s: float) -> FoldSchedule:
@@ -754,14 +754,13 @@ def fit_to_budget(
     """
     crop = configs.get("crop")
     localiser = None if crop is None or crop.crop is None else crop.crop.localiser
-    order = keep_order(list(configs), localiser)
-    order_all = list(order)
+    order_all = keep_order(list(configs), localiser)
     n_val = max(1, math.ceil(n_cases / N_FOLDS))
     timer = CachedTimer(timer)
     notes: list[str] = []
     hopeless: dict[str, ConfigFit] = {}
 
-    def evaluate(names: Sequence[str], fold_s: float) -> dict[str, ConfigFit]:
+    def evaluate(names: Sequence[str], fold_s: float, below_floor: bool) -> dict[str, ConfigFit]:
         fits: dict[str, ConfigFit] = {}
         for name in [n for n in CONFIG_NAMES if n in names]:  # a localiser before its crop
             config = configs[name]
@@ -781,43 +780,61 @@ def fit_to_budget(
                 context=context,
                 extent_mm=network_extent(extent_mm, config),
                 screen_factor=screen_factor,
+                below_floor=below_floor,
             )
             if fits[name].schedule is None:
                 break
         return fits
 
-    while order:
-        names = runnable(order, localiser)
-        fold_s = fold_seconds(time_budget_s, len(names))
-        fits = evaluate(names, fold_s)
-        failed = next((n for n, f in fits.items() if f.schedule is None), None)
-        if failed is None:
-            dropped = [n for n in configs if n not in names]
-            if dropped:
+    def attempt(below_floor: bool) -> BudgetFit | None:
+        order = list(order_all)
+        while order:
+            names = runnable(order, localiser)
+            fold_s = fold_seconds(time_budget_s, len(names))
+            fits = evaluate(names, fold_s, below_floor)
+            failed = next((n for n, f in fits.items() if f.schedule is None), None)
+            if failed is None:
+                dropped = [n for n in configs if n not in names]
+                if dropped:
+                    notes.append(
+                        f"dropped {', '.join(dropped)}: with them not every configuration "
+                        f"could train {MIN_ITERATIONS} iterations per fold; {len(names)} "
+                        f"configuration(s) x {N_FOLDS} folds get {_s(fold_s)} each"
+                    )
+                return BudgetFit(fold_s, fits, dropped, notes)
+            alone = [failed] if failed != "crop" else [localiser, "crop"]
+            alone_fits = (
+                fits
+                if alone == names
+                else evaluate(alone, fold_seconds(time_budget_s, len(alone)), below_floor)
+            )
+            if alone_fits[failed].schedule is None:
+                hopeless[failed] = alone_fits[failed]
+                gone = [failed] + (["crop"] if failed == localiser else [])
                 notes.append(
-                    f"dropped {', '.join(dropped)}: with them not every configuration could "
-                    f"train {MIN_ITERATIONS} iterations per fold; {len(names)} configuration(s) "
-                    f"x {N_FOLDS} folds get {_s(fold_s)} each"
+                    f"{failed} cannot train {MIN_ITERATIONS} iterations per fold at any rung "
+                    f"even with the whole budget (down to {fits[failed].ladder[-1].describe()})"
                 )
-            return BudgetFit(fold_s, fits, dropped, notes)
-        alone = [failed] if failed != "crop" else [localiser, "crop"]
-        alone_fits = (
-            fits if alone == names else evaluate(alone, fold_seconds(time_budget_s, len(alone)))
-        )
-        if alone_fits[failed].schedule is None:
-            hopeless[failed] = alone_fits[failed]
-            gone = [failed] + (["crop"] if failed == localiser else [])
-            notes.append(
-                f"{failed} cannot train {MIN_ITERATIONS} iterations per fold at any rung even "
-                f"with the whole budget (down to {fits[failed].ladder[-1].describe()})"
-            )
-        else:
-            gone = [order[-1]]
-            notes.append(
-                f"with {len(names)} configurations ({_s(fold_s)} per fold) {failed} does not "
-                f"fit: the least preferred ({order[-1]}) goes"
-            )
-        order = [n for n in order if n not in gone]
+            else:
+                gone = [order[-1]]
+                notes.append(
+                    f"with {len(names)} configurations ({_s(fold_s)} per fold) {failed} does "
+                    f"not fit: the least preferred ({order[-1]}) goes"
+                )
+            order = [n for n in order if n not in gone]
+        return None
+
+    # Below the context floor only as a last resort, once dropping configurations has not
+    # made any fit: a label's box spans all its components (a plexus of nerves, or nerve +
+    # vessels across an ultrasound frame: usgra-seg's p95 box is 183x421 px of a 480x534
+    # frame), so the floor can be the whole image, and 250 full-frame iterations (Dice 0,
+    # measured) lose to 1000 smaller-patch ones. Timings of rungs above the floor are cached.
+    fit = attempt(below_floor=False)
+    if fit is None:
+        notes.append("no configuration fits above its context floor: trying smaller patches")
+        fit = attempt(below_floor=True)
+    if fit is not None:
+        return fit
     return best_effort(hopeless, time_budget_s, notes, order_all, localiser)
 
 
