@@ -47,7 +47,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_preprocess import repeat  # noqa: E402
+from bench_preprocess import alternate  # noqa: E402
 from results import Result, from_runs, write_results  # noqa: E402
 
 from autoseg.io import DatasetJson, Geometry, load_dataset_json, write_image  # noqa: E402
@@ -220,16 +220,14 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, AUTOSEG_ROOT=str(work / "autoseg_root"))
         cmd = [sys.executable, "-m", "autoseg", "fingerprint", str(dataset_dir), "--overwrite"]
         cmd += ["--workers", str(args.workers)]
-        ours = repeat(cmd, dict(env, PYTHONPATH=str(REPO)), args.repeats)
-        cli = [wall for wall, _, _ in ours]
-        print(f"autoseg (CLI)  {_fmt(cli)}")
+        ours_cmd = (cmd, dict(env, PYTHONPATH=str(REPO)))
         shape = "x".join(str(v) for v in args.shape)
         label = f"{n} x {shape}" if args.dataset is None else f"{dataset_dir.name} ({n} cases)"
         notes = [
             f"workers={args.workers} for both; {pinned}",
             f"autoseg (API, in-process, not compared) median {statistics.median(api):.2f} s",
-            "all autoseg runs first, then all nnU-Net runs (not alternating); one untimed "
-            "warm-up run each",
+            "alternating: one untimed warm-up run each, then rounds of one run per system, "
+            "the order reversed every other round",
             "peak memory: summed PSS of the process tree sampled every 20 ms, largest of the "
             "timed runs (the warm-up excluded)",
         ]
@@ -239,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"nnU-Net: absent ({args.nnunet_bin} not found; build it with "
                 "benchmarks/make_bench_venv.sh) - no comparison"
             )
+            (ours,) = alternate([ours_cmd], args.repeats)
+            print(f"autoseg (CLI)  {_fmt([wall for wall, _, _ in ours])}")
             results = fingerprint_results(ours, [], label)
             _write_json(args.json, results, [*notes, "nnU-Net absent: no comparison"])
             return 0
@@ -252,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             nnUNet_results=str(nn_root / "results"),
         )
         nn_cmd = [str(args.nnunet_bin), "-d", str(dataset_id), "-np", str(args.workers), "--clean"]
-        theirs = repeat(nn_cmd, nn_env, args.repeats)
+        ours, theirs = alternate([ours_cmd, (nn_cmd, nn_env)], args.repeats)
+        cli = [wall for wall, _, _ in ours]
+        print(f"autoseg (CLI)  {_fmt(cli)}")
         nn = [wall for wall, _, _ in theirs]
         print(f"nnU-Net (CLI)  {_fmt(nn)}")
         ratio = statistics.median(nn) / statistics.median(cli)

@@ -219,9 +219,23 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, flo
     return wall, cpu, peak
 
 
-def repeat(cmd: list[str], env: dict[str, str], repeats: int) -> list[tuple[float, float, float]]:
-    run_measured(cmd, env)  # warm-up: page cache, compiled bytecode
-    return [run_measured(cmd, env) for _ in range(repeats)]
+def alternate(
+    commands: list[tuple[list[str], dict[str, str]]], repeats: int
+) -> list[list[tuple[float, float, float]]]:
+    """Each command once untimed (page cache, bytecode), then ``repeats`` rounds in which every
+    command runs once, the order reversed every other round: other work on the machine then
+    slows both systems alike, and neither always runs right after the other. One list of
+    measurements per command."""
+    for cmd, env in commands:
+        run_measured(cmd, env)
+    runs: list[list[tuple[float, float, float]]] = [[] for _ in commands]
+    for r in range(repeats):
+        order = list(range(len(commands)))
+        if r % 2:
+            order.reverse()
+        for i in order:
+            runs[i].append(run_measured(*commands[i]))
+    return runs
 
 
 def _fmt(runs: list[tuple[float, float, float]]) -> str:
@@ -350,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             "overwrite=True, progress=False)"
         )
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        ours = repeat([sys.executable, "-c", code], env, args.repeats)
-        print(f"autoseg  {_fmt(ours)}")
+        ours_cmd = ([sys.executable, "-c", code], env)
         shape = "x".join(str(v) for v in args.shape)
         label = f"{args.cases} x {shape}, {'varied' if args.vary_spacing else 'uniform'} spacing"
         notes = [
@@ -359,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             "autoseg preprocesses with its planner's plan, nnU-Net with the 3d_fullres plan of "
             "its own nnUNetv2_plan_experiment (untimed): target spacing and storage (autoseg "
             ".npy, nnU-Net blosc2) can differ",
-            "all autoseg runs first, then all nnU-Net runs (not alternating); one untimed "
-            "warm-up run each",
+            "alternating: one untimed warm-up run each, then rounds of one run per system, "
+            "the order reversed every other round",
             "peak memory: summed PSS of the process tree sampled every 20 ms, largest of the "
             "timed runs",
         ]
@@ -370,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"nnU-Net: absent ({args.nnunet_bin} not found; build it with "
                 "benchmarks/make_bench_venv.sh) - no comparison"
             )
+            (ours,) = alternate([ours_cmd], args.repeats)
+            print(f"autoseg  {_fmt(ours)}")
             results = preprocess_results(ours, [], label)
             _write_json(json_path, results, [*notes, "nnU-Net absent: no comparison"])
             return 0
@@ -390,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
                      ["nnUNetv2_plan_experiment", *ident]):  # fmt: skip
             run_measured([str(bindir / step[0]), *step[1:]], plan_env)
         nn_cmd = [str(bindir / "nnUNetv2_preprocess"), *ident, "-c", "3d_fullres"]
-        nn = repeat([*nn_cmd, "-np", str(args.workers)], nn_env, args.repeats)
+        ours, nn = alternate(
+            [ours_cmd, ([*nn_cmd, "-np", str(args.workers)], nn_env)], args.repeats
+        )
+        print(f"autoseg  {_fmt(ours)}")
         print(f"nnU-Net  {_fmt(nn)}")
         for i, what in ((0, "wall"), (1, "CPU")):
             ratio = statistics.median(r[i] for r in nn) / statistics.median(r[i] for r in ours)

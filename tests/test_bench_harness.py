@@ -186,3 +186,21 @@ def test_benchmark_scripts_compared_figures() -> None:
     rate = bench_dataloader.rate_result("2d", cfg, 0, fast, slow)
     assert (rate.better, rate.target, rate.autoseg, rate.met) == ("higher", 1.0, 10.0, True)
     assert rate.ratio == pytest.approx(2.0) and "3.00" in rate.note
+
+
+def test_alternate_warms_up_then_swaps_the_order_every_round(tmp_path):
+    import os
+
+    import bench_preprocess
+
+    log = tmp_path / "order.txt"
+
+    def cmd(tag):
+        code = f"open({str(log)!r}, 'a').write({tag!r})"
+        return ([sys.executable, "-c", code], dict(os.environ))
+
+    runs = bench_preprocess.alternate([cmd("a"), cmd("n")], repeats=3)
+    # warm-up a, n; then rounds a n | n a | a n
+    assert log.read_text() == "an" + "an" + "na" + "an"
+    assert [len(r) for r in runs] == [3, 3]
+    assert all(wall > 0 and mem >= 0 for r in runs for wall, _, mem in r)
