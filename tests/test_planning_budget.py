@@ -149,6 +149,7 @@ def test_ladder_goes_below_the_context_floor_only_after_it():
     ladder = bd.time_ladder(config, full, hard)
     no_patch = bd.time_ladder(config, full)
     assert all(tuple(c.patch) == tuple(full) for c in no_patch)
+
     def key(c):
         return (tuple(c.patch), c.batch, c.width_divisor, c.change)
 
