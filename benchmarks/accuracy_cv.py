@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  pooled out-of-fold {cand['name']:<24} Dice {cand['mean_dice']:.3f}")
     post = result.inference.get("cv_dice_postprocessed")
     print(f"  chosen {result.inference.get('chosen')}, with post-processing {post}")
-    out = args.out or REPO / "benchmarks" / "results" / f"accuracy_{args.dataset}.json"
+    out = (
+        args.out or REPO / "benchmarks" / "results" / "autoseg_cv" / f"accuracy_{args.dataset}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1, default=str))

@@ -468,8 +468,10 @@ def test_benchmark_runs_with_a_stub_nnunet(tmp_path, capsys):
     )
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
     args = ["--cases", "2", "--shape", "4", "24", "24", "--repeats", "1", "--cores", "64"]
-    args += ["--workdir", str(tmp_path / "work"), "--nnunet-bin", str(stub)]
+    args += ["--workdir", str(tmp_path / "work"), "--json", str(tmp_path / "fp.json")]
+    args += ["--nnunet-bin", str(stub)]
     assert bench.main(args) == 0
+    assert json.loads((tmp_path / "fp.json").read_text())["benchmark"] == "fingerprint"
     out = capsys.readouterr().out
     assert "autoseg (API)" in out and "autoseg (CLI)" in out and "nnU-Net (CLI)" in out
     assert "speed-up nnU-Net / autoseg (CLI):" in out
