@@ -792,7 +792,8 @@ def nnunet_driver(argv: Sequence[str]) -> int:
 def prepare_context(args: argparse.Namespace) -> Context:
     """Convert (and subset) the dataset, pin this process, and lay out the work folders."""
     from accuracy_cv import prepare
-    from bench_training import parse_cpus, thread_env
+    from bench_training import thread_env
+    from results import parse_cpus
 
     from autoseg.io.nnunet import nnunet_folder_name
     from autoseg.planning.schedule import parse_duration

@@ -103,7 +103,13 @@ for _p in (str(REPO), str(BENCH_DIR)):
         sys.path.insert(0, _p)
 
 from bench_preprocess import run_measured  # noqa: E402
-from results import Result, format_table, from_runs, write_results  # noqa: E402
+from results import (  # noqa: E402
+    Result,
+    format_table,
+    from_runs,
+    math_threads_env,
+    write_results,
+)
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 AUTOSEG_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -195,9 +201,7 @@ def pinned(cmd: Sequence[str], cpus: str | None) -> list[str]:
 
 def thread_env(base: dict[str, str], threads: int) -> dict[str, str]:
     """The same thread count for every math library in both systems' processes."""
-    env = dict(base)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
+    env = math_threads_env(base, threads)
     env["BENCH_TORCH_THREADS"] = str(threads)
     return env
 

@@ -102,6 +102,8 @@ for _p in (str(REPO), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from results import math_threads_env, parse_cpus  # noqa: E402
+
 AUTOSEG_PYTHON = REPO / ".venv" / "bin" / "python"
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 EPOCH_ITERATIONS = 250  # nnU-Net's and autoseg's iterations per epoch
@@ -133,26 +135,6 @@ PLAN_LABELS = {"autoseg": "autoseg plan", "nnunet": "nnU-Net plan"}
 
 
 # --------------------------------------------------------------------------- pure helpers
-def parse_cpus(text: str) -> list[int]:
-    """``"1"``, ``"0,1"`` or ``"0-3"`` -> sorted CPU numbers (taskset's list syntax), so that
-    both systems' processes can be pinned to the same cores."""
-    cpus: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = (int(v) for v in part.split("-", 1))
-            if hi < lo:
-                raise ValueError(f"bad CPU range {part!r}")
-            cpus.update(range(lo, hi + 1))
-        else:
-            cpus.add(int(part))
-    if not cpus or min(cpus) < 0:
-        raise ValueError(f"no CPUs in {text!r}")
-    return sorted(cpus)
-
-
 def total_strides(strides: Sequence[Sequence[int]]) -> list[int]:
     """Product of the per-stage strides along each axis: a patch must be a multiple of it for
     every skip connection to line up (both systems' U-Nets need this)."""
@@ -254,9 +236,7 @@ def epoch_seconds(iteration_s: float, iterations: int = EPOCH_ITERATIONS) -> flo
 def thread_env(base: dict[str, str], threads: int, workers: int) -> dict[str, str]:
     """Environment giving a process ``threads`` OpenMP/MKL threads and nnU-Net ``workers``
     augmentation processes (``nnUNet_n_proc_DA``; autoseg takes its workers from the spec)."""
-    env = dict(base)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[name] = str(threads)
+    env = math_threads_env(base, threads)
     env["nnUNet_n_proc_DA"] = str(workers)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -93,6 +93,35 @@ def from_runs(
     )
 
 
+def parse_cpus(text: str) -> list[int]:
+    """``"1"``, ``"0,1"`` or ``"0-3"`` -> sorted CPU numbers (taskset's list syntax), so that
+    both systems' processes can be pinned to the same cores."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = (int(v) for v in part.split("-", 1))
+            if hi < lo:
+                raise ValueError(f"bad CPU range {part!r}")
+            cpus.update(range(lo, hi + 1))
+        else:
+            cpus.add(int(part))
+    if not cpus or min(cpus) < 0:
+        raise ValueError(f"no CPUs in {text!r}")
+    return sorted(cpus)
+
+
+def math_threads_env(base: dict[str, str], threads: int) -> dict[str, str]:
+    """``base`` with every math library (OpenMP, MKL, OpenBLAS) held to ``threads``, the same
+    for both systems' processes."""
+    env = dict(base)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
 def _version(module: str, python: str | Path | None = None) -> str | None:
     if python is None:
         try:

@@ -53,6 +53,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from chart import figure_met, figure_ratio, load_results, plot_ratios  # noqa: E402
+from results import parse_cpus  # noqa: E402
 
 BENCHMARKS = ("fingerprint", "preprocess", "dataloader", "training", "inference", "accuracy")
 RESULTS_DIR = BENCH_DIR / "results"
@@ -130,20 +131,6 @@ def script_options(script: Path) -> set[str]:
                 if isinstance(arg, ast.Constant) and str(arg.value).startswith("--"):
                     options.add(str(arg.value))
     return options
-
-
-def parse_cpus(text: str) -> list[int]:
-    """taskset's CPU list (``"1"``, ``"0,1"``, ``"0-3"``) -> sorted CPU numbers."""
-    cpus: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    if not cpus:
-        raise ValueError(f"no CPUs in {text!r}")
-    return sorted(cpus)
 
 
 def build_command(

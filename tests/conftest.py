@@ -33,3 +33,28 @@ def one_thread() -> Iterator[None]:
 def one_thread_module() -> Iterator[None]:
     with one_torch_thread():
         yield
+
+
+def tiny_us_dataset(root, dataset_id: int, n_cases: int):
+    """``root/raw/<id>_TinyUS``: ``n_cases`` 2D frames (48 x 64, 0.1 mm) of noise with a small
+    nerve label, written as NIfTI — the smallest dataset the planner accepts."""
+    import numpy as np
+
+    from autoseg.io import DatasetJson, Geometry, write_image
+
+    folder = root / "raw" / f"{dataset_id:03d}_TinyUS"
+    DatasetJson(
+        channel_names={"0": "ultrasound"},
+        labels={"background": 0, "nerve": 1},
+        num_training=n_cases,
+        file_ending=".nii.gz",
+    ).save(folder)
+    rng = np.random.default_rng(0)
+    geom = Geometry.default((48, 64), (0.1, 0.1))
+    for i in range(n_cases):
+        image = rng.normal(100, 20, (48, 64)).astype(np.float32)
+        label = np.zeros((48, 64), np.uint8)
+        label[20:26, 30 + i : 38 + i] = 1
+        write_image(folder / "imagesTr" / f"case{i}_0000.nii.gz", image, geom)
+        write_image(folder / "labelsTr" / f"case{i}.nii.gz", label, geom)
+    return folder

@@ -7,12 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from conftest import tiny_us_dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autoseg.cli import main
 from autoseg.errors import AutosegError
-from autoseg.io import DatasetJson, Geometry, write_image
 from autoseg.networks import ArchitectureConfig
 from autoseg.planning import budget as bd
 from autoseg.planning import load_plan, plan_dataset, plan_from_dict
@@ -529,22 +529,7 @@ def test_real_timer_on_tiny_networks(one_thread):
 
 
 def _tiny_raw_dataset(root):
-    folder = root / "raw" / "011_TinyUS"
-    DatasetJson(
-        channel_names={"0": "ultrasound"},
-        labels={"background": 0, "nerve": 1},
-        num_training=5,
-        file_ending=".nii.gz",
-    ).save(folder)
-    rng = np.random.default_rng(0)
-    geom = Geometry.default((48, 64), (0.1, 0.1))
-    for i in range(5):
-        image = rng.normal(100, 20, (48, 64)).astype(np.float32)
-        label = np.zeros((48, 64), np.uint8)
-        label[20:26, 30 + i : 38 + i] = 1
-        write_image(folder / "imagesTr" / f"case{i}_0000.nii.gz", image, geom)
-        write_image(folder / "labelsTr" / f"case{i}.nii.gz", label, geom)
-    return folder
+    return tiny_us_dataset(root, 11, 5)
 
 
 def test_cli_time_budget_with_the_real_timer(tmp_path, capsys, one_thread):

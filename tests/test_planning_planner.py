@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
+from conftest import tiny_us_dataset
 
 from autoseg.cli import main
 from autoseg.errors import AutosegError
-from autoseg.io import DatasetJson, Geometry, write_image
 from autoseg.planning import load_plan, plan_dataset, plan_from_dict, run_plan
 from autoseg.planning.configurations import LOWRES_COVERAGE
 from autoseg.planning.patch import approximate_memory_gb
@@ -227,23 +226,7 @@ def test_real_estimator_3d_budget_is_never_exceeded():
 
 
 def _tiny_raw_dataset(root):
-    """Two 2D cases (48 x 64) with a small nerve label, written as NIfTI."""
-    folder = root / "raw" / "010_TinyUS"
-    DatasetJson(
-        channel_names={"0": "ultrasound"},
-        labels={"background": 0, "nerve": 1},
-        num_training=2,
-        file_ending=".nii.gz",
-    ).save(folder)
-    rng = np.random.default_rng(0)
-    geom = Geometry.default((48, 64), (0.1, 0.1))
-    for i in range(2):
-        image = rng.normal(100, 20, (48, 64)).astype(np.float32)
-        label = np.zeros((48, 64), np.uint8)
-        label[20:26, 30 + i : 38 + i] = 1
-        write_image(folder / "imagesTr" / f"case{i}_0000.nii.gz", image, geom)
-        write_image(folder / "labelsTr" / f"case{i}.nii.gz", label, geom)
-    return folder
+    return tiny_us_dataset(root, 10, 2)
 
 
 def test_run_plan_computes_fingerprint_and_keeps_existing(tmp_path):

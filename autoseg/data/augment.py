@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -388,7 +388,47 @@ def _generator() -> np.random.Generator:
     return np.random.default_rng(np.random.randint(0, 2**31 - 1, size=2))
 
 
-class GhostingTransform(AbstractTransform):
+class _LazyGenerator:
+    """One call's Generator, made (seeded from numpy's global state) at its first use, so a call
+    that draws no noise consumes no global random numbers."""
+
+    def __init__(self) -> None:
+        self._rng: np.random.Generator | None = None
+
+    def __call__(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = _generator()
+        return self._rng
+
+
+class PerSampleTransform(AbstractTransform):
+    """A transform applied to each sample of the batch with probability ``p_per_sample``.
+
+    Subclasses set ``p_per_sample`` and ``data_key`` and implement :meth:`apply`, which draws
+    its own parameters (from ``numpy.random``, or from ``rng()`` for bulk noise) and changes
+    the sample ``(C, ...)`` in place (returning None) or returns its replacement.
+    """
+
+    p_per_sample: float
+    data_key: str = "data"
+
+    def apply(
+        self, sample: np.ndarray, rng: Callable[[], np.random.Generator]
+    ) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def __call__(self, **data_dict):
+        data = data_dict[self.data_key]
+        rng = _LazyGenerator()
+        for b in range(data.shape[0]):
+            if np.random.uniform() < self.p_per_sample:
+                out = self.apply(data[b], rng)
+                if out is not None:
+                    data[b] = out
+        return data_dict
+
+
+class GhostingTransform(PerSampleTransform):
     """MRI ghosting: periodic copies of the image along a phase-encoding direction.
 
     Motion that repeats during the acquisition (arterial pulsation — the femoral artery next to
@@ -412,15 +452,11 @@ class GhostingTransform(AbstractTransform):
         self.p_per_sample = p_per_sample
         self.data_key = data_key
 
-    def __call__(self, **data_dict):
-        data = data_dict[self.data_key]
-        for b in range(data.shape[0]):
-            if np.random.uniform() < self.p_per_sample:
-                n = int(np.random.randint(self.n_ghosts[0], self.n_ghosts[1] + 1))
-                s = _uniform(self.strength)
-                axis = int(self.axes[np.random.randint(len(self.axes))])
-                data[b] = add_ghosts(data[b], n, s, axis)
-        return data_dict
+    def apply(self, sample, rng):
+        n = int(np.random.randint(self.n_ghosts[0], self.n_ghosts[1] + 1))
+        s = _uniform(self.strength)
+        axis = int(self.axes[np.random.randint(len(self.axes))])
+        return add_ghosts(sample, n, s, axis)
 
 
 def add_ghosts(x: np.ndarray, period: int, strength: float, axis: int) -> np.ndarray:
@@ -436,7 +472,7 @@ def add_ghosts(x: np.ndarray, period: int, strength: float, axis: int) -> np.nda
     return np.fft.irfft(spec, n=x.shape[axis], axis=axis).astype(x.dtype, copy=False)
 
 
-class MotionTransform(AbstractTransform):
+class MotionTransform(PerSampleTransform):
     """MRI rigid motion: part of k-space acquired after the leg moved by a few voxels.
 
     A translation ``d`` multiplies k-space by ``exp(-2 pi i k d / N)``. Applying it only to the
@@ -457,18 +493,12 @@ class MotionTransform(AbstractTransform):
         self.p_per_sample = p_per_sample
         self.data_key = data_key
 
-    def __call__(self, **data_dict):
-        data = data_dict[self.data_key]
-        for b in range(data.shape[0]):
-            if np.random.uniform() < self.p_per_sample:
-                shift = np.random.uniform(-self.max_shift_vox, self.max_shift_vox, size=2)
-                pe_axis = int(np.random.randint(2))  # 0: y, 1: x
-                frac = _uniform(self.fraction)
-                from_start = bool(np.random.uniform() < 0.5)
-                data[b] = shift_kspace_lines(
-                    data[b], (shift[0], shift[1]), pe_axis, frac, from_start
-                )
-        return data_dict
+    def apply(self, sample, rng):
+        shift = np.random.uniform(-self.max_shift_vox, self.max_shift_vox, size=2)
+        pe_axis = int(np.random.randint(2))  # 0: y, 1: x
+        frac = _uniform(self.fraction)
+        from_start = bool(np.random.uniform() < 0.5)
+        return shift_kspace_lines(sample, (shift[0], shift[1]), pe_axis, frac, from_start)
 
 
 def shift_kspace_lines(
@@ -574,7 +604,7 @@ def _scale_above_minimum(sample: np.ndarray, factor: np.ndarray) -> None:
         x += m
 
 
-class BiasFieldTransform(AbstractTransform):
+class BiasFieldTransform(PerSampleTransform):
     """MRI coil-sensitivity bias: a smooth multiplicative field (polynomial of order 3 in the
     log domain, coefficients uniform in +-0.3 — brightness varies by roughly +-30 % across a
     patch, as between the near and far side of a thigh in a surface coil).
@@ -595,18 +625,14 @@ class BiasFieldTransform(AbstractTransform):
         self.p_per_sample = p_per_sample
         self.data_key = data_key
 
-    def __call__(self, **data_dict):
-        data = data_dict[self.data_key]
-        spatial = data.shape[2:]
+    def apply(self, sample, rng):
+        spatial = sample.shape[1:]
         n_terms = len(_bias_terms(len(spatial), self.order))
-        for b in range(data.shape[0]):
-            if np.random.uniform() < self.p_per_sample:
-                coeffs = np.random.uniform(-self.max_coefficient, self.max_coefficient, n_terms)
-                _scale_above_minimum(data[b], bias_field(spatial, coeffs, self.order))
-        return data_dict
+        coeffs = np.random.uniform(-self.max_coefficient, self.max_coefficient, n_terms)
+        _scale_above_minimum(sample, bias_field(spatial, coeffs, self.order))
 
 
-class SpeckleTransform(AbstractTransform):
+class SpeckleTransform(PerSampleTransform):
     """Ultrasound speckle: multiplicative, spatially correlated noise.
 
     Fully developed speckle has Rayleigh-distributed amplitude, i.e. gamma-distributed
@@ -628,23 +654,17 @@ class SpeckleTransform(AbstractTransform):
         self.p_per_sample = p_per_sample
         self.data_key = data_key
 
-    def __call__(self, **data_dict):
-        data = data_dict[self.data_key]
-        rng = None
-        for b in range(data.shape[0]):
-            if np.random.uniform() < self.p_per_sample:
-                looks = _uniform(self.looks)
-                grain = _uniform(self.grain_sigma)
-                rng = rng or _generator()
-                noise = rng.standard_gamma(looks, size=data.shape[2:], dtype=np.float32)
-                sig = [0.0] * (noise.ndim - 2) + [grain, grain]
-                noise = gaussian_filter(noise, sig, output=noise)
-                noise *= 1.0 / max(float(noise.mean()), 1e-6)
-                _scale_above_minimum(data[b], noise)
-        return data_dict
+    def apply(self, sample, rng):
+        looks = _uniform(self.looks)
+        grain = _uniform(self.grain_sigma)
+        noise = rng().standard_gamma(looks, size=sample.shape[1:], dtype=np.float32)
+        sig = [0.0] * (noise.ndim - 2) + [grain, grain]
+        noise = gaussian_filter(noise, sig, output=noise)
+        noise *= 1.0 / max(float(noise.mean()), 1e-6)
+        _scale_above_minimum(sample, noise)
 
 
-class NoiseTransform(AbstractTransform):
+class NoiseTransform(PerSampleTransform):
     """Additive Gaussian noise, std drawn uniformly from ``noise_std`` per sample (what
     batchgenerators and nnU-Net call ``noise_variance`` is used as the std; same numbers), drawn
     in float32 (batchgenerators draws float64: 3x slower for the same noise)."""
@@ -659,20 +679,14 @@ class NoiseTransform(AbstractTransform):
         self.p_per_sample = p_per_sample
         self.data_key = data_key
 
-    def __call__(self, **data_dict):
-        data = data_dict[self.data_key]
-        rng = None
-        for b in range(data.shape[0]):
-            if np.random.uniform() < self.p_per_sample:
-                std = _uniform(self.noise_std)
-                rng = rng or _generator()
-                noise = rng.standard_normal(size=data.shape[1:], dtype=np.float32)
-                noise *= std
-                data[b] += noise
-        return data_dict
+    def apply(self, sample, rng):
+        std = _uniform(self.noise_std)
+        noise = rng().standard_normal(size=sample.shape, dtype=np.float32)
+        noise *= std
+        sample += noise
 
 
-class BlurTransform(AbstractTransform):
+class BlurTransform(PerSampleTransform):
     """Gaussian blur, sigma uniform in ``sigma`` (voxels).
 
     ``in_plane``: one sigma per sample for every channel and slice, nothing along axis 0 (as
@@ -694,25 +708,19 @@ class BlurTransform(AbstractTransform):
         self.p_per_sample = p_per_sample
         self.data_key = data_key
 
-    def __call__(self, **data_dict):
-        data = data_dict[self.data_key]
-        for b in range(data.shape[0]):
-            if np.random.uniform() >= self.p_per_sample:
+    def apply(self, sample, rng):
+        shared = _uniform(self.sigma)
+        for x in sample:
+            if self.in_plane:
+                sig = [0.0] * (x.ndim - 2) + [shared, shared]
+            elif np.random.uniform() < self.p_per_channel:
+                sig = _uniform(self.sigma)  # type: ignore[assignment]
+            else:
                 continue
-            shared = _uniform(self.sigma)
-            for c in range(data.shape[1]):
-                if self.in_plane:
-                    x = data[b, c]
-                    sig = [0.0] * (x.ndim - 2) + [shared, shared]
-                elif np.random.uniform() < self.p_per_channel:
-                    sig = _uniform(self.sigma)  # type: ignore[assignment]
-                else:
-                    continue
-                gaussian_filter(data[b, c], sig, output=data[b, c])
-        return data_dict
+            gaussian_filter(x, sig, output=x)
 
 
-class LowResolutionTransform(AbstractTransform):
+class LowResolutionTransform(PerSampleTransform):
     """Simulated low resolution: per channel (p ``p_per_channel``) down by a factor drawn from
     ``zoom`` with nearest neighbour, back up linearly, leaving ``ignore_axes`` (axes of one
     channel, e.g. 0 = the thick axis) alone. Separable gathers instead of two
@@ -732,16 +740,11 @@ class LowResolutionTransform(AbstractTransform):
         self.ignore_axes = ignore_axes
         self.data_key = data_key
 
-    def __call__(self, **data_dict):
-        data = data_dict[self.data_key]
-        for b in range(data.shape[0]):
-            if np.random.uniform() >= self.p_per_sample:
-                continue
-            for c in range(data.shape[1]):
-                if np.random.uniform() < self.p_per_channel:
-                    zoom = _uniform(self.zoom)
-                    data[b, c] = simulate_low_resolution(data[b, c], zoom, self.ignore_axes)
-        return data_dict
+    def apply(self, sample, rng):
+        for c in range(sample.shape[0]):
+            if np.random.uniform() < self.p_per_channel:
+                zoom = _uniform(self.zoom)
+                sample[c] = simulate_low_resolution(sample[c], zoom, self.ignore_axes)
 
 
 def simulate_low_resolution(
