@@ -528,6 +528,76 @@ def test_real_timer_on_tiny_networks(one_thread):
     assert timer(small, p_small, 2) == timer(small, p_small, 2) and len(timer.cache) == 1
 
 
+def test_real_timer_keeps_the_faster_thread_count_and_restores_the_setting():
+    import torch
+
+    small, p_small = _arch([1.0, 1.0], [16, 16], 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        timer = bd.MeasuredStepTimer("cpu", max_seconds=0.2)
+        calls: list[int] = []
+        real = bd.measure_step_seconds
+
+        def spy(*args, **kw):
+            calls.append(torch.get_num_threads())
+            return real(*args, **kw)
+
+        bd.measure_step_seconds = spy
+        try:
+            seconds = timer(small, p_small, 2)
+            timer(small, p_small, 2)  # cached: not measured again
+        finally:
+            bd.measure_step_seconds = real
+        assert calls == [2, 1]  # the process's setting, then one thread
+        assert torch.get_num_threads() == 2
+        assert timer.threads(small, p_small, 2) in (1, 2) and seconds > 0
+        assert timer.threads(small, p_small, 3) is None  # never measured
+        assert bd.MeasuredStepTimer("cuda").threads(small, p_small, 2) is None
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_real_timer_with_one_thread_measures_once(one_thread):
+    small, p_small = _arch([1.0, 1.0], [16, 16], 4)
+    timer = bd.MeasuredStepTimer("cpu", max_seconds=0.2)
+    timer(small, p_small, 2)
+    assert timer.threads(small, p_small, 2) == 1
+
+
+def test_budget_plans_choose_the_optimizer_by_schedule_length():
+    from autoseg.planning.schedule import ADAMW_BELOW_ITERATIONS
+
+    short = _plan(_wrist(), time_budget_s=1800.0, step_timer=fake_timer())
+    long = _plan(_wrist(), time_budget_s=400 * 3600.0, step_timer=fake_timer())
+    for plan in (short, long):
+        s = plan.configurations["2d"].schedule
+        total = s.epochs * s.iterations_per_epoch
+        assert s.optimizer == ("adamw" if total < ADAMW_BELOW_ITERATIONS else "sgd")
+        assert s.cpu_threads is None  # a fake timer measures no threads
+        assert "optimizer_rule" in plan.configurations["2d"].why["optimizer"]
+    assert short.configurations["2d"].schedule.optimizer == "adamw"
+    assert long.configurations["2d"].schedule.optimizer == "sgd"
+    again = plan_from_dict(short.to_dict())
+    assert again.configurations["2d"].schedule == short.configurations["2d"].schedule
+    from autoseg.training.run import options_from_plan
+
+    opts = options_from_plan(short, "2d")
+    assert (opts.optimizer, opts.initial_lr) == ("adamw", 3e-3)
+
+
+def test_budget_schedules_written_before_the_optimizer_field_read_as_sgd():
+    d = _plan(_wrist(), time_budget_s=1800.0, step_timer=fake_timer()).to_dict()
+    block = d["configurations"]["2d"]["schedule"]
+    for key in ("optimizer", "initial_lr", "weight_decay", "cpu_threads"):
+        del block[key]
+    s = plan_from_dict(d).configurations["2d"].schedule
+    assert (s.optimizer, s.initial_lr, s.weight_decay, s.cpu_threads) == ("sgd", 1e-2, 3e-5, None)
+    block["optimizer"] = "adam"
+    with pytest.raises(AutosegError, match="optimizer"):
+        plan_from_dict(d)
+
+
 def _tiny_raw_dataset(root):
     return tiny_us_dataset(root, 11, 5)
 

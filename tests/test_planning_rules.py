@@ -19,7 +19,12 @@ from autoseg.planning.patch import (
     minimal_patch,
 )
 from autoseg.planning.sampling import augmentation_profile, loss_rule, oversample_rate
-from autoseg.planning.schedule import parse_duration, schedule_rule
+from autoseg.planning.schedule import (
+    ADAMW_BELOW_ITERATIONS,
+    optimizer_rule,
+    parse_duration,
+    schedule_rule,
+)
 from autoseg.planning.spacing import (
     anisotropy_ratio,
     median_resampled_shape,
@@ -392,3 +397,19 @@ def test_approximate_memory_is_monotone():
     assert approximate_memory_gb(arch, (64, 64, 64), 3) > a
     assert approximate_memory_gb(arch, (64, 64, 128), 2) > a
     assert math.isfinite(a)
+
+
+@pytest.mark.parametrize(
+    "iterations, name",
+    [
+        (1, "adamw"),
+        (1000, "adamw"),
+        (ADAMW_BELOW_ITERATIONS - 1, "adamw"),
+        (ADAMW_BELOW_ITERATIONS, "sgd"),
+        (250_000, "sgd"),
+    ],
+)
+def test_optimizer_rule_adamw_only_for_short_schedules(iterations, name):
+    choice, why = optimizer_rule(iterations)
+    assert choice.name == name and str(iterations) in why
+    assert choice.initial_lr == (3e-3 if name == "adamw" else 1e-2)

@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 import torch
 
+from autoseg.errors import AutosegError
 from autoseg.training.checkpoint import load_checkpoint
-from autoseg.training.trainer import Trainer, TrainOptions, TrainSetup, epoch_seed, poly_lr
+from autoseg.training.trainer import (
+    Trainer,
+    TrainOptions,
+    TrainSetup,
+    epoch_seed,
+    make_optimizer,
+    poly_lr,
+)
 
 ARCH = {
     "network": "unet",
@@ -94,6 +102,32 @@ def test_trainer_learns_and_writes_outputs(tmp_path):
     saved = json.loads((out / "training_log.json").read_text())
     assert [e["epoch"] for e in saved] == [1, 2, 3, 4, 5, 6]
     assert load_checkpoint(out / "checkpoint_final.pt")["epoch"] == 6
+
+
+def test_adamw_trainer_learns_and_resumes_with_its_own_state(tmp_path):
+    out = tmp_path / "fold_0"
+    opts = _options(epochs=6, iterations_per_epoch=8, optimizer="adamw", initial_lr=3e-3)
+    trainer = Trainer(_setup(tmp_path), opts, ["a"], ["b"], out, loader_factory=synthetic_loader)
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    log = trainer.fit()
+    assert log[-1]["pseudo_dice"] > 0.5, log[-1]
+    state = load_checkpoint(out / "checkpoint_final.pt")
+    again = Trainer(_setup(tmp_path), opts, ["a"], ["b"], out, loader_factory=synthetic_loader)
+    again.load_state(state)
+    assert "exp_avg" in next(iter(again.optimizer.state.values()))  # Adam moments came back
+
+
+def test_optimizer_choice_and_cpu_threads(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    assert isinstance(make_optimizer(net, _options()), torch.optim.SGD)
+    with pytest.raises(AutosegError, match="unknown optimizer"):
+        make_optimizer(net, _options(optimizer="adam"))
+    before = torch.get_num_threads()
+    try:
+        Trainer(_setup(tmp_path), _options(cpu_threads=1), ["a"], ["b"], tmp_path / "f")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 KILLER = textwrap.dedent(

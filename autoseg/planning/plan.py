@@ -328,26 +328,45 @@ class CropWindow:
         )
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclass
 class ConfigurationSchedule:
     """Training length of one configuration fitted to ``--time-budget`` (it overrides the
     plan-wide ``schedule`` for this configuration). ``train_budget_s`` is the wall-clock time
     the epoch loop of one fold (training iterations and the per-epoch pseudo Dice) may take;
-    the trainer refits ``epochs`` to it once it has timed a real epoch."""
+    the trainer refits ``epochs`` to it once it has timed a real epoch.
+
+    ``optimizer`` / ``initial_lr`` / ``weight_decay``: a short schedule trains with AdamW
+    (:func:`autoseg.planning.schedule.optimizer_rule`); ``sgd`` is nnU-Net's (Nesterov momentum
+    0.99). ``cpu_threads``: the torch thread count the step was fastest with on the planning
+    CPU, which the trainer then uses (None: the process's own setting; always None on a GPU).
+    Plans written before these fields existed read as SGD at 0.01 with no thread setting."""
 
     epochs: int
     iterations_per_epoch: int
     train_budget_s: float
+    optimizer: str = "sgd"
+    initial_lr: float = 1e-2
+    weight_decay: float = 3e-5
+    cpu_threads: int | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> ConfigurationSchedule:
-        d = _obj(d, where, _keys(cls))
+        optional = ("optimizer", "initial_lr", "weight_decay", "cpu_threads")
+        d = _obj(d, where, _keys(cls), optional=optional)
+        threads = d.get("cpu_threads")
         return cls(
             epochs=_int(d["epochs"], f"{where}.epochs", 1),
             iterations_per_epoch=_int(
                 d["iterations_per_epoch"], f"{where}.iterations_per_epoch", 1
             ),
             train_budget_s=_float(d["train_budget_s"], f"{where}.train_budget_s", positive=True),
+            optimizer=_str(d.get("optimizer", "sgd"), f"{where}.optimizer", OPTIMIZERS),
+            initial_lr=_float(d.get("initial_lr", 1e-2), f"{where}.initial_lr", positive=True),
+            weight_decay=_float(d.get("weight_decay", 3e-5), f"{where}.weight_decay", lo=0.0),
+            cpu_threads=None if threads is None else _int(threads, f"{where}.cpu_threads", 1),
         )
 
 

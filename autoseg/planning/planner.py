@@ -53,7 +53,7 @@ from autoseg.planning.plan import (
     save_plan,
 )
 from autoseg.planning.sampling import augmentation_profile, loss_rule, oversample_rate
-from autoseg.planning.schedule import schedule_rule
+from autoseg.planning.schedule import optimizer_rule, schedule_rule
 from autoseg.planning.spacing import (
     median_resampled_shape,
     resampling_rule,
@@ -405,9 +405,10 @@ def _plan_crop(ctx: _Context, planned: Mapping[str, ConfigurationPlan]) -> Confi
 
 
 def _with_time_fit(
-    ctx: _Context, name: str, config: ConfigurationPlan, fit: BudgetFit
+    ctx: _Context, name: str, config: ConfigurationPlan, fit: BudgetFit, timer: StepTimer
 ) -> ConfigurationPlan:
-    """The configuration as the time budget left it: its rung, measured step and schedule."""
+    """The configuration as the time budget left it: its rung, measured step, schedule,
+    optimizer and (CPU) thread count."""
     f = fit.configs[name]
     c, s = f.candidate, f.schedule
     assert s is not None
@@ -430,6 +431,14 @@ def _with_time_fit(
     if changes:
         memory = ctx.estimator(c.architecture, tuple(c.patch), c.batch)
         changes["estimated_memory_gb"] = round(memory, 3)
+    optimizer, why_optimizer = optimizer_rule(s.epochs * s.iterations_per_epoch)
+    why["optimizer"] = _tag(optimizer_rule, why_optimizer)
+    threads_of = getattr(timer, "threads", None)
+    threads = threads_of(c.architecture, c.patch, c.batch) if threads_of else None
+    if threads is not None:
+        why["cpu_threads"] = (
+            f"budget.MeasuredStepTimer: the step was fastest with {threads} torch thread(s)"
+        )
     return replace(
         config,
         **changes,
@@ -438,6 +447,10 @@ def _with_time_fit(
             epochs=s.epochs,
             iterations_per_epoch=s.iterations_per_epoch,
             train_budget_s=round(s.train_budget_s, 1),
+            optimizer=optimizer.name,
+            initial_lr=optimizer.initial_lr,
+            weight_decay=optimizer.weight_decay,
+            cpu_threads=threads,
         ),
         why=why,
     )
@@ -589,10 +602,11 @@ def plan_dataset(
             bar.set_postfix_str(name)
             bar.update(1)
 
+        timer = step_timer or MeasuredStepTimer(device_info.type)
         fit = fit_to_budget(
             planned,
             time_budget_s=time_budget_s,
-            timer=step_timer or MeasuredStepTimer(device_info.type),
+            timer=timer,
             device_type=device_info.type,
             n_cases=fp.n_cases,
             data_shape=median_shape,
@@ -602,7 +616,7 @@ def plan_dataset(
         )
         bar.close()
         planned = {
-            n: _with_time_fit(ctx, n, c, fit) for n, c in planned.items() if n in fit.configs
+            n: _with_time_fit(ctx, n, c, fit, timer) for n, c in planned.items() if n in fit.configs
         }
         if fit.notes:
             why["configurations"] += "; time budget: " + "; ".join(fit.notes)
@@ -642,14 +656,16 @@ def plan_dataset(
 # ---------------------------------------------------------------- files
 
 
-def ensure_fingerprint(dataset: str | int | os.PathLike, root: str | os.PathLike | None) -> Path:
+def ensure_fingerprint(
+    dataset: str | int | os.PathLike, root: str | os.PathLike | None, progress: bool = True
+) -> Path:
     """The dataset's fingerprint, computed (or refreshed) from the raw dataset when that
     resolves; otherwise an existing ``<root>/preprocessed/<dataset>/fingerprint.json``."""
     from autoseg.fingerprint import run_fingerprint
     from autoseg.paths import preprocessed_dir
 
     try:
-        return run_fingerprint(dataset, root)
+        return run_fingerprint(dataset, root, progress=progress)
     except AutosegError:
         candidate = preprocessed_dir(root) / str(dataset) / FINGERPRINT_FILE
         if candidate.is_file():
@@ -678,7 +694,7 @@ def run_plan(
     ("cuda"/"cpu", default: detected) is where training will run; with ``time_budget_s`` the
     iterations are timed there.
     """
-    fp_path = ensure_fingerprint(dataset, root)
+    fp_path = ensure_fingerprint(dataset, root, progress=progress)
     out = fp_path.parent / PLANS_FILE
     if out.is_file() and not overwrite:
         return out

@@ -78,6 +78,11 @@ def options_from_plan(plan: Any, config: str | None = None, **overrides: Any) ->
     if config is not None and getattr(plan.configurations[config], "schedule", None):
         schedule = plan.configurations[config].schedule
     opts = TrainOptions(epochs=schedule.epochs, iterations_per_epoch=schedule.iterations_per_epoch)
+    if hasattr(schedule, "optimizer"):  # a configuration's time-budget schedule
+        opts.optimizer = schedule.optimizer
+        opts.initial_lr = schedule.initial_lr
+        opts.weight_decay = schedule.weight_decay
+        opts.cpu_threads = schedule.cpu_threads
     for k, v in overrides.items():
         if not hasattr(opts, k):
             raise TypeError(f"unknown training option {k!r}")

@@ -66,9 +66,11 @@ class TrainOptions:
     epochs: int = 1000
     iterations_per_epoch: int = 250
     val_iterations: int = 10  # batches for the per-epoch pseudo Dice
+    optimizer: str = "sgd"  # "sgd" (nnU-Net's, Nesterov) | "adamw" (short schedules)
     initial_lr: float = 1e-2
-    momentum: float = 0.99
+    momentum: float = 0.99  # SGD only
     weight_decay: float = 3e-5
+    cpu_threads: int | None = None  # torch threads on a CPU (the plan's measured best)
     grad_clip: float = 12.0
     device: str = "auto"  # "auto" = cuda when present, else cpu
     amp: bool = True  # only takes effect on cuda
@@ -107,6 +109,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def make_optimizer(network: nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
+    """nnU-Net's SGD (Nesterov momentum 0.99), or AdamW for the short schedules a time budget
+    plans (planning.schedule.optimizer_rule); the trainer sets the learning rate every epoch."""
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(
+            network.parameters(),
+            lr=options.initial_lr,
+            momentum=options.momentum,
+            nesterov=True,
+            weight_decay=options.weight_decay,
+        )
+    if options.optimizer == "adamw":
+        return torch.optim.AdamW(
+            network.parameters(), lr=options.initial_lr, weight_decay=options.weight_decay
+        )
+    raise AutosegError(
+        f"unknown optimizer {options.optimizer!r}", fix="use sgd or adamw in the plan's schedule"
+    )
 
 
 LoaderFactory = Callable[[Sequence[str], bool, int, int], Iterator[dict]]
@@ -165,6 +187,9 @@ class Trainer:
         self.local_batch = setup.batch_size // self.world_size
         self.loader_factory = loader_factory or default_loader_factory(setup, options.num_workers)
         self.amp = options.amp and self.device.type == "cuda"
+        if self.device.type == "cpu" and options.cpu_threads:
+            # The planner timed the step with this many threads; the schedule assumes it.
+            torch.set_num_threads(options.cpu_threads)
         if options.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -180,13 +205,7 @@ class Trainer:
             )
         if options.compile == "on" or (options.compile == "auto" and self.device.type == "cuda"):
             self.model = torch.compile(self.model)
-        self.optimizer = torch.optim.SGD(
-            self.network.parameters(),
-            lr=options.initial_lr,
-            momentum=options.momentum,
-            nesterov=True,
-            weight_decay=options.weight_decay,
-        )
+        self.optimizer = make_optimizer(self.network, options)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         scales = getattr(self.network, "decoder_scales", lambda: [(1,) * len(setup.patch_size)])()
         self.ds_scales = [tuple(s) for s in scales] if setup.arch.get("deep_supervision") else []
