@@ -48,10 +48,10 @@ DATASETS = (
         20,
         4,
         "T2",
-        "6m",
+        "5m",
         Mri3dConfig(shape=(16, 112, 112), spacing=(3.0, 1.2, 1.2)),
     ),
-    DemoDataset("us2d", "WristPhantom", 902, 30, 6, "US", "4m", Us2dConfig(shape=(128, 160))),
+    DemoDataset("us2d", "WristPhantom", 902, 30, 6, "US", "3m", Us2dConfig(shape=(128, 160))),
 )
 
 
