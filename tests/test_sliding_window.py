@@ -7,8 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from autoseg.inference import sliding_window as sw
 from autoseg.inference.sliding_window import (
     WindowSpec,
+    autocast_dtype,
     gaussian_importance,
     predict_sliding_window,
     window_starts,
@@ -44,7 +46,7 @@ def test_3d_stitching_equals_whole_image_for_a_pointwise_net(mirror):
     image = torch.randn(2, 7, 19, 23)
     net = _pointwise(2, 3, 3)
     spec = WindowSpec(patch_size=(4, 8, 8), num_classes=3, mirror=mirror)
-    probs = predict_sliding_window(net, image, spec, batch_size=3)
+    probs = predict_sliding_window(net, image, spec, batch_size=3, amp=False)
     expected = torch.softmax(net(image[None]), 1)[0]
     assert probs.shape == (3, 7, 19, 23)
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-5)
@@ -53,14 +55,14 @@ def test_3d_stitching_equals_whole_image_for_a_pointwise_net(mirror):
 def test_image_smaller_than_patch_is_padded_and_cropped_back():
     image = torch.randn(1, 3, 5, 6)
     net = _pointwise(1, 2, 3)
-    probs = predict_sliding_window(net, image, WindowSpec((4, 8, 8), 2, mirror=False))
+    probs = predict_sliding_window(net, image, WindowSpec((4, 8, 8), 2, mirror=False), amp=False)
     torch.testing.assert_close(probs, torch.softmax(net(image[None]), 1)[0], atol=1e-5, rtol=0)
 
 
 def test_2d_network_predicts_every_slice():
     image = torch.randn(1, 4, 20, 17)
     net = _pointwise(1, 2, 2)
-    probs = predict_sliding_window(net, image, WindowSpec((8, 8), 2))
+    probs = predict_sliding_window(net, image, WindowSpec((8, 8), 2), amp=False)
     expected = torch.softmax(net(image[0][:, None]), 1).permute(1, 0, 2, 3)  # slices as batch
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-5)
 
@@ -74,7 +76,9 @@ def test_25d_stacks_neighbouring_slices_channel_major_with_edge_replication():
         with torch.no_grad():
             conv.weight.zero_()
             conv.weight[1, j] = 50.0  # class 1 wins where the copied slice index is > 0
-        probs = predict_sliding_window(conv, image, WindowSpec((4, 4), 2, slices=k, mirror=False))
+        probs = predict_sliding_window(
+            conv, image, WindowSpec((4, 4), 2, slices=k, mirror=False), amp=False
+        )
         for z in range(n_z):
             src = min(max(z + offset, 0), n_z - 1)
             assert (probs[1, z] > 0.5).all() == (src > 0), (j, z)
@@ -83,8 +87,31 @@ def test_25d_stacks_neighbouring_slices_channel_major_with_edge_replication():
 def test_2d_network_along_another_slice_axis():
     image = torch.randn(1, 6, 5, 7)  # slices along x (axis 2): each (z, y) = (6, 5)
     net = _pointwise(1, 2, 2)
-    probs = predict_sliding_window(net, image, WindowSpec((4, 4), 2, slice_axis=2))
+    probs = predict_sliding_window(net, image, WindowSpec((4, 4), 2, slice_axis=2), amp=False)
     per_slice = net(image.permute(3, 0, 1, 2))  # x slices as the batch: (X, K, Z, Y)
     expected = torch.softmax(per_slice, 1).permute(1, 2, 3, 0)
     assert probs.shape == (2, 6, 5, 7)
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_precision_float16_on_gpu_bfloat16_only_on_cpus_that_have_it(monkeypatch):
+    assert autocast_dtype("cuda") == torch.float16
+    assert autocast_dtype("cuda", amp=False) is None
+    monkeypatch.setattr(sw, "cpu_has_native_bf16", lambda: True)
+    assert autocast_dtype("cpu") == torch.bfloat16 and autocast_dtype("cpu", amp=False) is None
+    monkeypatch.setattr(sw, "cpu_has_native_bf16", lambda: False)
+    assert autocast_dtype("cpu") is None
+
+
+def test_bfloat16_prediction_stays_close_to_float32(monkeypatch):
+    """The reduced-precision path really runs (it differs from float32) and stays within
+    bfloat16's ~3 significant digits on the probabilities."""
+    monkeypatch.setattr(sw, "cpu_has_native_bf16", lambda: True)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1))
+    image = torch.randn(1, 3, 24, 20)
+    spec = WindowSpec((16, 16), 2)
+    full = predict_sliding_window(net, image, spec, amp=False)
+    half = predict_sliding_window(net, image, spec, amp=True)
+    assert not torch.equal(full, half)
+    torch.testing.assert_close(half, full, atol=0.03, rtol=0)

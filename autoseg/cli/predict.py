@@ -23,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("--no-postprocessing", action="store_true")
     p.add_argument("--save-probabilities", action="store_true")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--fp32",
+        action="store_true",
+        help="full float32 (default: float16 on a GPU, bfloat16 on a CPU that has it in hardware)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -39,6 +44,7 @@ def run(args) -> int:
         device=args.device,
         tta=not args.no_tta,
         postprocess=not args.no_postprocessing,
+        amp=not args.fp32,
     )
     inputs = find_inputs(args.input, predictor.plan.n_channels)
     summary = predict_cases(

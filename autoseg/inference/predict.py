@@ -201,8 +201,10 @@ def load_predictor(
     device: str = "auto",
     tta: bool = True,
     postprocess: bool = True,
+    amp: bool = True,
 ):
-    """A :class:`Predictor` for a trained dataset: ``inference.json``'s choice by default."""
+    """A :class:`Predictor` for a trained dataset: ``inference.json``'s choice by default.
+    ``amp=False`` predicts in float32 (see ``sliding_window.autocast_dtype``)."""
     from autoseg.inference.predictor import Predictor, load_fold_models
     from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan
@@ -249,6 +251,7 @@ def load_predictor(
         models,
         device=dev,
         tta=tta,
+        amp=amp,
         postprocessing=postprocessing,
         localisers=localisers,
         training_volumes_mm3=volumes
