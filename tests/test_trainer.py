@@ -123,9 +123,20 @@ def test_optimizer_choice_and_cpu_threads(tmp_path):
     with pytest.raises(AutosegError, match="unknown optimizer"):
         make_optimizer(net, _options(optimizer="adam"))
     before = torch.get_num_threads()
+    seen: list[int] = []
     try:
-        Trainer(_setup(tmp_path), _options(cpu_threads=1), ["a"], ["b"], tmp_path / "f")
-        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        Trainer(
+            _setup(tmp_path),
+            _options(cpu_threads=1, epochs=1, iterations_per_epoch=2),
+            ["a"],
+            ["b"],
+            tmp_path / "f",
+            loader_factory=synthetic_loader,
+            on_iteration=lambda e, i: seen.append(torch.get_num_threads()),
+        ).fit()
+        assert seen == [1, 1]  # the plan's threads while training ...
+        assert torch.get_num_threads() == 2  # ... and the process's own afterwards
     finally:
         torch.set_num_threads(before)
 

@@ -187,9 +187,6 @@ class Trainer:
         self.local_batch = setup.batch_size // self.world_size
         self.loader_factory = loader_factory or default_loader_factory(setup, options.num_workers)
         self.amp = options.amp and self.device.type == "cuda"
-        if self.device.type == "cpu" and options.cpu_threads:
-            # The planner timed the step with this many threads; the schedule assumes it.
-            torch.set_num_threads(options.cpu_threads)
         if options.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -298,6 +295,18 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Train the remaining epochs. On a CPU with the plan's ``cpu_threads`` (the planner
+        timed the step with that many threads and the schedule assumes it), the process's
+        own setting is restored afterwards."""
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu" and self.options.cpu_threads:
+            torch.set_num_threads(self.options.cpu_threads)
+        try:
+            return self._fit(resume)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, resume: bool) -> list[dict[str, Any]]:
         from tqdm import tqdm
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
