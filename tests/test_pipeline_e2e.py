@@ -131,6 +131,21 @@ def test_us2d_end_to_end(tmp_path, monkeypatch):
         b = read_image(out2 / f"{case.case_id}.png").array
         np.testing.assert_array_equal(a, b)
 
+    # --fp32 reaches the networks (no autocast) and changes next to nothing
+    from autoseg.inference import sliding_window as sw
+
+    asked: list[bool] = []
+    real = sw.autocast_dtype
+    monkeypatch.setattr(sw, "autocast_dtype", lambda d, amp=True: asked.append(amp) or real(d, amp))
+    out3 = tmp_path / "pred_fp32"
+    argv = ["predict", "-i", str(held / "images"), "-o", str(out3), "-d", "7", "--no-progress"]
+    assert main(argv + ["--fp32"]) == 0
+    assert asked and not any(asked)
+    for case in cases:
+        a = read_image(out / f"{case.case_id}.png").array
+        c = read_image(out3 / f"{case.case_id}.png").array
+        assert (a == c).mean() > 0.99
+
 
 @pytest.mark.slow
 def test_mri3d_predict_keeps_exact_geometry_and_reports_bad_inputs(tmp_path, monkeypatch):
