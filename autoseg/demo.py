@@ -83,20 +83,16 @@ def _heldout(ds: DemoDataset, base: Path) -> tuple[Path, Path]:
     return images, masks
 
 
-def run_dataset(ds: DemoDataset, budget_s: float, progress: bool) -> dict:
-    from autoseg.evaluation.metrics import evaluate_folders
-    from autoseg.inference.predict import find_inputs, load_predictor, predict_cases
+def training_dataset(ds: DemoDataset, root: str | Path | None = None, progress: bool = True) -> str:
+    """The phantom's training cases (seed 1) generated under ``<root>/source`` and converted
+    into ``<root>/raw``, unless that is already done; returns the dataset folder name."""
     from autoseg.io.convert import convert_folder
     from autoseg.paths import dataset_folder_name, raw_dir
     from autoseg.phantoms import generate_phantom
-    from autoseg.pipeline import plan_and_train
 
-    base = data_root()
     folder = dataset_folder_name(ds.dataset_id, ds.name)
-    t0 = time.perf_counter()
-    print(f"\n=== {folder}: {ds.kind} phantom, {ds.n_train} training cases ===", flush=True)
-    if not (raw_dir() / folder / "dataset.json").is_file():
-        src = base / "source" / ds.kind
+    if not (raw_dir(root) / folder / "dataset.json").is_file():
+        src = data_root(root) / "source" / ds.kind
         generate_phantom(
             ds.kind, src, ds.n_train, seed=1, overwrite=True, progress=progress, config=ds.config
         )
@@ -107,10 +103,25 @@ def run_dataset(ds: DemoDataset, budget_s: float, progress: bool) -> dict:
             label_names=["nerve"],
             channel_names=[ds.channel],
             overwrite=True,
+            root=root,
             progress=progress,
         )
         if not result.ok:
             raise AutosegError("the converted phantom did not verify", path=result.target)
+    return folder
+
+
+def run_dataset(ds: DemoDataset, budget_s: float, progress: bool) -> dict:
+    from autoseg.evaluation.metrics import evaluate_folders
+    from autoseg.inference.predict import find_inputs, load_predictor, predict_cases
+    from autoseg.paths import dataset_folder_name
+    from autoseg.pipeline import plan_and_train
+
+    base = data_root()
+    t0 = time.perf_counter()
+    name = dataset_folder_name(ds.dataset_id, ds.name)
+    print(f"\n=== {name}: {ds.kind} phantom, {ds.n_train} training cases ===", flush=True)
+    folder = training_dataset(ds, progress=progress)
     result = plan_and_train(folder, time_budget_s=budget_s, progress=progress)
     images, masks = _heldout(ds, base)
     predictor = load_predictor(folder)

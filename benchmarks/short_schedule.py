@@ -41,29 +41,13 @@ WEIGHT_DECAY = {"sgd": 3e-5, "adamw": 1e-4}
 
 def prepare(kind: str, work: Path) -> tuple[str, Path]:
     """Convert, plan (memory plan, ``2d`` only) and preprocess the demo phantom of ``kind``."""
-    from autoseg.demo import DATASETS
-    from autoseg.io.convert import convert_folder
-    from autoseg.paths import dataset_folder_name
-    from autoseg.phantoms import generate_phantom
+    from autoseg.demo import DATASETS, training_dataset
     from autoseg.planning.planner import run_plan
     from autoseg.preprocessing.preprocess import preprocess_dataset
 
     ds = next(d for d in DATASETS if d.kind == kind)
-    folder = dataset_folder_name(ds.dataset_id, ds.name)
+    folder = training_dataset(ds, root=work, progress=False)
     raw = work / "raw" / folder
-    if not (raw / "dataset.json").is_file():
-        src = work / "source" / kind
-        generate_phantom(kind, src, ds.n_train, seed=1, overwrite=True, config=ds.config)
-        convert_folder(
-            src,
-            ds.name,
-            ds.dataset_id,
-            label_names=["nerve"],
-            channel_names=[ds.channel],
-            overwrite=True,
-            root=work,
-            progress=False,
-        )
     plans = work / "preprocessed" / folder / "plans.json"
     if not plans.is_file():
         run_plan(raw, work, configs=["2d"], progress=False)
@@ -100,6 +84,7 @@ def run_one(
     from autoseg.preprocessing.preprocess import data_identifier
     from autoseg.training.run import options_from_plan, setup_from_plan, validate_fold
     from autoseg.training.splits import load_or_create_splits
+    from autoseg.training.trainer import Trainer
 
     name, lr = variant.split(":")
     torch.set_num_threads(1)
@@ -122,8 +107,6 @@ def run_one(
     splits = load_or_create_splits(
         results / "splits.json", ids, [ds.subject_of(c) for c in ids], [None] * len(ids)
     )
-    from autoseg.training.trainer import Trainer
-
     out = results / "2d" / f"fold_{fold}"
     start = time.perf_counter()
     trainer = Trainer(setup, opts, splits[fold]["train"], splits[fold]["val"], out, fold=fold)

@@ -528,7 +528,7 @@ def test_real_timer_on_tiny_networks(one_thread):
     assert timer(small, p_small, 2) == timer(small, p_small, 2) and len(timer.cache) == 1
 
 
-def test_real_timer_keeps_the_faster_thread_count_and_restores_the_setting():
+def test_real_timer_keeps_the_faster_thread_count_and_restores_the_setting(monkeypatch):
     import torch
 
     small, p_small = _arch([1.0, 1.0], [16, 16], 4)
@@ -543,12 +543,10 @@ def test_real_timer_keeps_the_faster_thread_count_and_restores_the_setting():
             calls.append(torch.get_num_threads())
             return real(*args, **kw)
 
-        bd.measure_step_seconds = spy
-        try:
-            seconds = timer(small, p_small, 2)
-            timer(small, p_small, 2)  # cached: not measured again
-        finally:
-            bd.measure_step_seconds = real
+        monkeypatch.setattr(bd, "measure_step_seconds", spy)
+        seconds = timer(small, p_small, 2)
+        timer(small, p_small, 2)  # cached: not measured again
+        monkeypatch.undo()
         assert calls == [2, 1]  # the process's setting, then one thread
         assert torch.get_num_threads() == 2
         assert timer.threads(small, p_small, 2) in (1, 2) and seconds > 0

@@ -218,14 +218,10 @@ class MeasuredStepTimer:
         self.device = device
         self.max_seconds = max_seconds
         self.cache: dict[tuple[str, tuple[int, ...], int], float] = {}
-        self._threads: dict[tuple[str, tuple[int, ...], int], int] = {}
-
-    @staticmethod
-    def _key(arch: dict[str, Any], patch: Sequence[int], batch: int) -> tuple:
-        return (json.dumps(arch, sort_keys=True), tuple(int(p) for p in patch), int(batch))
+        self._threads: dict[tuple[str, tuple[int, ...], int], int] = {}  # CPU measurements
 
     def __call__(self, arch: dict[str, Any], patch: tuple[int, ...], batch: int) -> float:
-        key = self._key(arch, patch, batch)
+        key = _timer_key(arch, patch, batch)
         if key not in self.cache:
             import torch
 
@@ -234,28 +230,29 @@ class MeasuredStepTimer:
                     arch, patch, batch, device=self.device, max_seconds=self.max_seconds
                 )
 
-            seconds, threads = timed(), torch.get_num_threads()
-            if torch.device(self.device).type == "cpu" and threads > 1:
-                torch.set_num_threads(1)
-                try:
-                    one = timed()
-                finally:
-                    torch.set_num_threads(threads)
-                if one <= seconds:
-                    seconds, threads = one, 1
-            self.cache[key], self._threads[key] = seconds, threads
+            self.cache[key] = timed()
+            if torch.device(self.device).type == "cpu":
+                threads = torch.get_num_threads()
+                if threads > 1:
+                    torch.set_num_threads(1)
+                    try:
+                        one = timed()
+                    finally:
+                        torch.set_num_threads(threads)
+                    if one <= self.cache[key]:
+                        self.cache[key], threads = one, 1
+                self._threads[key] = threads
         return self.cache[key]
 
     def threads(self, arch: dict[str, Any], patch: Sequence[int], batch: int) -> int | None:
         """The torch thread count a measured CPU step was fastest with (None: not measured
         here, or not on a CPU)."""
-        if torch_device_type(self.device) != "cpu":
-            return None
-        return self._threads.get(self._key(arch, patch, batch))
+        return self._threads.get(_timer_key(arch, patch, batch))
 
 
-def torch_device_type(device: str) -> str:
-    return device.split(":", 1)[0]
+def _timer_key(arch: dict[str, Any], patch: Sequence[int], batch: int) -> tuple:
+    """One (architecture, patch, batch) as a hashable key: the timers measure each once."""
+    return (json.dumps(arch, sort_keys=True), tuple(int(p) for p in patch), int(batch))
 
 
 class CachedTimer:
@@ -266,7 +263,7 @@ class CachedTimer:
         self.cache: dict[tuple[str, tuple[int, ...], int], float] = {}
 
     def __call__(self, arch: dict[str, Any], patch: tuple[int, ...], batch: int) -> float:
-        key = (json.dumps(arch, sort_keys=True), tuple(patch), int(batch))
+        key = _timer_key(arch, patch, batch)
         if key not in self.cache:
             self.cache[key] = float(self.timer(arch, tuple(patch), int(batch)))
         return self.cache[key]

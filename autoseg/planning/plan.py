@@ -329,6 +329,9 @@ class CropWindow:
 
 
 OPTIMIZERS = ("sgd", "adamw")
+# nnU-Net's SGD (Nesterov momentum 0.99): what every plan without an optimizer field trains with.
+SGD_LR = 1e-2
+SGD_WEIGHT_DECAY = 3e-5
 
 
 @dataclass
@@ -348,8 +351,8 @@ class ConfigurationSchedule:
     iterations_per_epoch: int
     train_budget_s: float
     optimizer: str = "sgd"
-    initial_lr: float = 1e-2
-    weight_decay: float = 3e-5
+    initial_lr: float = SGD_LR
+    weight_decay: float = SGD_WEIGHT_DECAY
     cpu_threads: int | None = None
 
     @classmethod
@@ -364,8 +367,10 @@ class ConfigurationSchedule:
             ),
             train_budget_s=_float(d["train_budget_s"], f"{where}.train_budget_s", positive=True),
             optimizer=_str(d.get("optimizer", "sgd"), f"{where}.optimizer", OPTIMIZERS),
-            initial_lr=_float(d.get("initial_lr", 1e-2), f"{where}.initial_lr", positive=True),
-            weight_decay=_float(d.get("weight_decay", 3e-5), f"{where}.weight_decay", lo=0.0),
+            initial_lr=_float(d.get("initial_lr", SGD_LR), f"{where}.initial_lr", positive=True),
+            weight_decay=_float(
+                d.get("weight_decay", SGD_WEIGHT_DECAY), f"{where}.weight_decay", lo=0.0
+            ),
             cpu_threads=None if threads is None else _int(threads, f"{where}.cpu_threads", 1),
         )
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from autoseg.errors import AutosegError
-from autoseg.planning.plan import Schedule
+from autoseg.planning.plan import SGD_LR, SGD_WEIGHT_DECAY, Schedule
 
 # nnU-Net: 1000 epochs x 250 iterations (250k steps), the length its defaults are tuned for.
 DEFAULT_EPOCHS = 1000
@@ -72,8 +72,6 @@ def schedule_rule(time_budget_s: float | None) -> tuple[Schedule, str]:
 ADAMW_BELOW_ITERATIONS = 3_000
 ADAMW_LR = 3e-3
 ADAMW_WEIGHT_DECAY = 1e-4
-SGD_LR = 1e-2
-SGD_WEIGHT_DECAY = 3e-5
 
 
 @dataclass(frozen=True)

@@ -74,11 +74,13 @@ def options_from_plan(plan: Any, config: str | None = None, **overrides: Any) ->
     """Training options: the schedule from the plan (a configuration's own ``schedule`` block
     when the time-budget rule gave it one, else the plan-wide one), the rest as overridden.
     Overrides that are None are ignored; unknown names are an error."""
+    from autoseg.planning.plan import ConfigurationSchedule
+
     schedule = plan.schedule
     if config is not None and getattr(plan.configurations[config], "schedule", None):
         schedule = plan.configurations[config].schedule
     opts = TrainOptions(epochs=schedule.epochs, iterations_per_epoch=schedule.iterations_per_epoch)
-    if hasattr(schedule, "optimizer"):  # a configuration's time-budget schedule
+    if isinstance(schedule, ConfigurationSchedule):  # fitted to a time budget
         opts.optimizer = schedule.optimizer
         opts.initial_lr = schedule.initial_lr
         opts.weight_decay = schedule.weight_decay

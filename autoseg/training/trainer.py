@@ -32,6 +32,7 @@ from torch import nn
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import write_json_atomic
 from autoseg.networks import build_network
+from autoseg.planning.plan import SGD_LR, SGD_WEIGHT_DECAY
 from autoseg.training.checkpoint import load_checkpoint, save_checkpoint
 from autoseg.training.loss import DeepSupervisionLoss, DiceCELoss, downsample_target
 
@@ -67,9 +68,9 @@ class TrainOptions:
     iterations_per_epoch: int = 250
     val_iterations: int = 10  # batches for the per-epoch pseudo Dice
     optimizer: str = "sgd"  # "sgd" (nnU-Net's, Nesterov) | "adamw" (short schedules)
-    initial_lr: float = 1e-2
+    initial_lr: float = SGD_LR
     momentum: float = 0.99  # SGD only
-    weight_decay: float = 3e-5
+    weight_decay: float = SGD_WEIGHT_DECAY
     cpu_threads: int | None = None  # torch threads on a CPU (the plan's measured best)
     grad_clip: float = 12.0
     device: str = "auto"  # "auto" = cuda when present, else cpu
