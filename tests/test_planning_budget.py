@@ -576,6 +576,13 @@ def test_budget_plans_choose_the_optimizer_by_schedule_length():
         assert "optimizer_rule" in plan.configurations["2d"].why["optimizer"]
     assert short.configurations["2d"].schedule.optimizer == "adamw"
     assert long.configurations["2d"].schedule.optimizer == "sgd"
+    # The estimates count SGD's one momentum buffer; AdamW's second moment is added on top.
+    for plan, extra_copies in ((short, 1), (long, 0)):
+        c = plan.configurations["2d"]
+        base = approximate_memory_gb(c.architecture, tuple(c.patch_size), c.batch_size)
+        extra = extra_copies * 4 * c.parameters / 2**30
+        assert c.parameters > 0 and c.estimated_memory_gb == pytest.approx(base + extra, abs=2e-3)
+    assert "second moment" in short.configurations["2d"].why["optimizer"]
     again = plan_from_dict(short.to_dict())
     assert again.configurations["2d"].schedule == short.configurations["2d"].schedule
     from autoseg.training.run import options_from_plan

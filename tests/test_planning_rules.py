@@ -14,6 +14,7 @@ from autoseg.planning.patch import (
     approximate_memory_gb,
     axis_to_shrink,
     batch_size_rule,
+    extra_optimizer_state_gb,
     fit_patch,
     initial_patch,
     minimal_patch,
@@ -413,3 +414,10 @@ def test_optimizer_rule_adamw_only_for_short_schedules(iterations, name):
     choice, why = optimizer_rule(iterations)
     assert choice.name == name and str(iterations) in why
     assert choice.initial_lr == (3e-3 if name == "adamw" else 1e-2)
+
+
+def test_extra_optimizer_state_counts_adamws_second_moment_only():
+    assert extra_optimizer_state_gb(2**28, "sgd") == 0.0
+    assert extra_optimizer_state_gb(2**28, "adamw") == pytest.approx(1.0)  # 4 bytes each
+    with pytest.raises(KeyError):
+        extra_optimizer_state_gb(10, "lion")

@@ -36,6 +36,7 @@ from autoseg.planning.patch import (
     CachedEstimator,
     MemoryEstimator,
     batch_size_rule,
+    extra_optimizer_state_gb,
     fit_patch,
     network_memory_gb,
     parameter_count,
@@ -428,11 +429,19 @@ def _with_time_fit(
         )
         changes["architecture"] = c.architecture
         changes["parameters"] = parameter_count(c.architecture)
+    memory = config.estimated_memory_gb
     if changes:
         memory = ctx.estimator(c.architecture, tuple(c.patch), c.batch)
-        changes["estimated_memory_gb"] = round(memory, 3)
     optimizer, why_optimizer = optimizer_rule(s.epochs * s.iterations_per_epoch)
     why["optimizer"] = _tag(optimizer_rule, why_optimizer)
+    extra = extra_optimizer_state_gb(changes.get("parameters", config.parameters), optimizer.name)
+    if extra:
+        memory += extra
+        why["optimizer"] += f"; its second moment adds {extra:.3f} GB to estimated_memory_gb"
+        if memory > ctx.budget_gb:
+            why["optimizer"] += f", which then exceeds the {ctx.budget_gb:g} GB budget"
+    if changes or extra:
+        changes["estimated_memory_gb"] = round(memory, 3)
     threads_of = getattr(timer, "threads", None)
     threads = threads_of(c.architecture, c.patch, c.batch) if threads_of else None
     if threads is not None:
