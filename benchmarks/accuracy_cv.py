@@ -41,6 +41,20 @@ DATASETS = {
 }
 
 
+# The shared data each real dataset is converted from (../shared/data, see its README).
+SOURCES = {
+    "usgra_seg": SHARED / "usgra_seg" / "dataset",
+    "brats2015_subset": SHARED / "brats2015_subset" / "brats2015TrainingData",
+}
+
+
+def missing_source(name: str) -> Path | None:
+    """The shared folder ``name`` is converted from when it is absent (benchmarks skip the
+    dataset then); ``None`` for the phantoms, which are generated."""
+    src = SOURCES.get(name)
+    return src if src is not None and not src.is_dir() else None
+
+
 def prepare(name: str, root: Path) -> str:
     """Convert ``name`` under ``root`` once; returns the dataset folder name."""
     from autoseg.io.convert import convert_folder
@@ -58,10 +72,10 @@ def prepare(name: str, root: Path) -> str:
         generate_phantom(kind, src, 20 if kind == "mri3d" else 30, seed=1, overwrite=True)
         kwargs = {"label_names": ["nerve"], "channel_names": ["T2" if kind == "mri3d" else "US"]}
     elif name == "usgra_seg":
-        src = SHARED / "usgra_seg" / "dataset"
+        src = SOURCES[name]
         kwargs = {"label_names": ["nerve", "vessel"], "channel_names": ["US"]}
     else:
-        base = SHARED / "brats2015_subset" / "brats2015TrainingData"
+        base = SOURCES[name]
         src = root / "source" / "brats_pairs.csv"
         src.parent.mkdir(parents=True, exist_ok=True)
         with open(src, "w", newline="") as fh:

@@ -2,20 +2,27 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_fingerprint.py                 # synthetic, 2 cores
-    .venv/bin/python benchmarks/bench_fingerprint.py --dataset PATH  # an existing raw dataset
+    .venv/bin/python benchmarks/bench_fingerprint.py                      # all default sets
+    .venv/bin/python benchmarks/bench_fingerprint.py --dataset synthetic  # the tube set only
+    .venv/bin/python benchmarks/bench_fingerprint.py --dataset PATH       # a raw NNN_Name folder
 
-Without ``--dataset`` it writes a synthetic set shaped like thigh nerve MRI (20 volumes of
-24 x 160 x 160 voxels at 3 x 0.75 x 0.75 mm, int16, one tube-shaped "nerve" label, black
-padding bands). It times, median of ``--repeats`` runs after one warm-up run each:
+``--dataset`` (default ``synthetic usgra_seg brats2015_subset``) names the datasets, measured
+one after another into one result file: ``synthetic`` is a set written here, shaped like thigh
+nerve MRI (20 volumes of 24 x 160 x 160 voxels at 3 x 0.75 x 0.75 mm, int16, one tube-shaped
+"nerve" label, black padding bands); ``usgra_seg`` (204 ultrasound frames), ``brats2015_subset``
+(6 volumes of 240 x 240 x 155, two channels) and the phantoms ``phantom_mri3d`` /
+``phantom_us2d`` are converted once by ``benchmarks/accuracy_cv.py`` (a real one is skipped,
+and said so, when ``../shared/data`` lacks it); anything else is a raw dataset folder. For
+each it times, median of ``--repeats`` runs after one warm-up run each:
 
 * ``autoseg (API)``: :func:`autoseg.fingerprint.extract_fingerprint` in this process;
 * ``autoseg (CLI)``: ``python -m autoseg fingerprint --overwrite --workers N``, a fresh
   interpreter as for nnU-Net, so that start-up and imports count on both sides;
-* ``nnU-Net (CLI)``: ``nnUNetv2_extract_fingerprint -d ID -np N --clean`` on the dataset
-  exported in nnU-Net's layout, if ``.venv-bench/bin/nnUNetv2_extract_fingerprint`` exists
-  (``benchmarks/make_bench_venv.sh`` builds it); the ratio nnU-Net / autoseg (CLI) is the
-  speed-up. The process is pinned to ``--cores`` CPUs (both systems inherit the pinning).
+* ``nnU-Net (CLI)``: ``nnUNetv2_extract_fingerprint -d ID -np N --clean`` on autoseg's
+  nnU-Net export of the same files (:func:`autoseg.io.nnunet.export_nnunet`), if
+  ``.venv-bench/bin/nnUNetv2_extract_fingerprint`` exists (``benchmarks/make_bench_venv.sh``
+  builds it); the ratio nnU-Net / autoseg (CLI) is the speed-up. The process is pinned to
+  ``--cores`` CPUs (both systems inherit the pinning).
 
 The two CLI runs are also sampled for peak memory (summed PSS of the process tree, as in
 ``bench_preprocess.py``). ``--json PATH`` (default ``benchmarks/results/fingerprint.json``)
@@ -30,7 +37,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -47,16 +53,17 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from bench_preprocess import alternate  # noqa: E402
+from bench_preprocess import alternate, nnunet_absent  # noqa: E402
 from results import Result, from_runs, write_results  # noqa: E402
 
-from autoseg.io import DatasetJson, Geometry, load_dataset_json, write_image  # noqa: E402
-from autoseg.paths import parse_dataset_folder  # noqa: E402
+from autoseg.io import DatasetJson, Geometry, write_image  # noqa: E402
 
 NNUNET_BIN = REPO / ".venv-bench" / "bin" / "nnUNetv2_extract_fingerprint"
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "fingerprint.json"
 Runs = list[tuple[float, float, float]]  # (wall s, CPU s, peak MB) per timed run
+# "synthetic": the tube set made here; the others: benchmarks/accuracy_cv.py's real datasets.
+DEFAULT_DATASETS = ("synthetic", "usgra_seg", "brats2015_subset")
 
 
 def make_tube_dataset(
@@ -139,24 +146,6 @@ def fingerprint_results(ours: Runs, theirs: Runs, label: str) -> list[Result]:
     return [wall, mem]
 
 
-def export_nnunet(dataset_dir: Path, nnunet_raw: Path, dataset_id: int) -> Path:
-    """nnU-Net v2 layout of ``dataset_dir`` under ``nnunet_raw`` (files symlinked)."""
-    ds = load_dataset_json(dataset_dir)
-    name = (parse_dataset_folder(dataset_dir.name) or (0, dataset_dir.name))[1]
-    target = nnunet_raw / f"Dataset{dataset_id:03d}_{name}"
-    for sub in ("imagesTr", "labelsTr"):
-        (target / sub).mkdir(parents=True, exist_ok=True)
-        for f in sorted((dataset_dir / sub).iterdir()):
-            link = target / sub / f.name
-            if not link.exists():
-                try:
-                    link.symlink_to(f.resolve())
-                except OSError:
-                    shutil.copy2(f, link)
-    ds.save(target, nnunet_only=True)
-    return target
-
-
 def pin_cores(n: int) -> str:
     """Restrict this process (and its children) to ``n`` CPUs; returns a description."""
     if not hasattr(os, "sched_setaffinity"):
@@ -177,9 +166,89 @@ def _write_json(path: Path, results: list[Result], notes: list[str]) -> None:
     print(f"results: {out}")
 
 
+def dataset_for(choice: str, args: argparse.Namespace, work: Path) -> Path | None:
+    """The raw folder of one ``--dataset`` value (generated or converted once under ``work``);
+    ``None`` when a real dataset's shared data is absent."""
+    from accuracy_cv import DATASETS, missing_source, prepare
+
+    from autoseg.paths import raw_dir
+
+    if choice == "synthetic":
+        dataset_dir = work / "raw" / "900_BenchTube"
+        if not (dataset_dir / "dataset.json").is_file():
+            make_tube_dataset(dataset_dir, n_cases=args.cases, shape=tuple(args.shape))
+        return dataset_dir
+    if choice in DATASETS:
+        if (missing := missing_source(choice)) is not None:
+            print(f"{choice}: skipped, {missing} not found (the shared data)")
+            return None
+        root = work / choice / "autoseg_root"
+        return raw_dir(root) / prepare(choice, root)
+    return Path(choice).expanduser().resolve()
+
+
+def bench_dataset(
+    choice: str, dataset_dir: Path, args: argparse.Namespace, work: Path
+) -> tuple[list[Result], str]:
+    """Both systems' fingerprint CLI on one raw folder, alternating; the compared figures and
+    a note with autoseg's in-process (API) time."""
+    from autoseg.fingerprint import extract_fingerprint
+    from autoseg.io.nnunet import export_nnunet
+
+    n = len(list((dataset_dir / "labelsTr").iterdir()))
+    print(f"\ndataset: {dataset_dir} ({n} cases), workers={args.workers}")
+    api = time_median(
+        lambda: extract_fingerprint(dataset_dir, num_workers=args.workers, progress=False),
+        args.repeats,
+    )
+    print(f"autoseg (API)  {_fmt(api)}")
+    label = dataset_dir.name
+    if choice == "synthetic":
+        label = f"{n} x {'x'.join(str(v) for v in args.shape)}"
+    elif choice != str(dataset_dir):
+        label = f"{choice} ({n} cases)"
+    note = f"{label}: autoseg (API, in-process, not compared) median {statistics.median(api):.2f} s"
+    env = dict(os.environ, AUTOSEG_ROOT=str(work / "autoseg_root"), PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "autoseg", "fingerprint", str(dataset_dir), "--overwrite"]
+    ours_cmd = ([*cmd, "--workers", str(args.workers)], env)
+    if nnunet_absent(args.nnunet_bin):
+        (ours,) = alternate([ours_cmd], args.repeats)
+        print(f"autoseg (CLI)  {_fmt([wall for wall, _, _ in ours])}")
+        return fingerprint_results(ours, [], label), note
+    nn_root = work / "nnunet"  # autoseg's nnU-Net export of the same files
+    nn_folder = export_nnunet(dataset_dir, nn_root / "raw", overwrite=True, progress=False)
+    nn_id = nn_folder.name[len("Dataset") :].split("_")[0]
+    nn_env = dict(
+        os.environ,
+        nnUNet_raw=str(nn_root / "raw"),
+        nnUNet_preprocessed=str(nn_root / "preprocessed"),
+        nnUNet_results=str(nn_root / "results"),
+    )
+    nn_cmd = [str(args.nnunet_bin), "-d", nn_id, "-np", str(args.workers), "--clean"]
+    ours, theirs = alternate([ours_cmd, (nn_cmd, nn_env)], args.repeats)
+    cli = [wall for wall, _, _ in ours]
+    print(f"autoseg (CLI)  {_fmt(cli)}")
+    nn = [wall for wall, _, _ in theirs]
+    print(f"nnU-Net (CLI)  {_fmt(nn)}")
+    ratio = statistics.median(nn) / statistics.median(cli)
+    print(f"speed-up nnU-Net / autoseg (CLI): {ratio:.2f}x (target >= 2x)")
+    print(
+        f"peak memory: autoseg (CLI) {max(m for _, _, m in ours):.0f} MB, "
+        f"nnU-Net (CLI) {max(m for _, _, m in theirs):.0f} MB"
+    )
+    return fingerprint_results(ours, theirs, label), note
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, help="raw dataset folder (default: synthetic)")
+    parser.add_argument(
+        "--dataset",
+        nargs="+",
+        default=list(DEFAULT_DATASETS),
+        help="synthetic (the tube set, --cases, --shape), an accuracy-benchmark dataset "
+        "(phantom_mri3d, phantom_us2d, usgra_seg, brats2015_subset; skipped when its shared "
+        "data is absent) or a raw dataset folder named NNN_Name",
+    )
     parser.add_argument("--cases", type=int, default=20, help="synthetic cases")
     parser.add_argument(
         "--shape", type=int, nargs=3, default=(24, 160, 160), metavar=("Z", "Y", "X")
@@ -194,77 +263,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from autoseg.fingerprint import extract_fingerprint
-
     pinned = pin_cores(args.cores)
     print(pinned)
     tmp = tempfile.TemporaryDirectory(prefix="bench_fp_") if args.workdir is None else None
     work = Path(tmp.name) if tmp else args.workdir
     work.mkdir(parents=True, exist_ok=True)
+    notes = [
+        f"workers={args.workers} for both; {pinned}",
+        "alternating: one untimed warm-up run each, then rounds of one run per system, "
+        "the order reversed every other round",
+        "peak memory: summed PSS of the process tree sampled every 20 ms, largest of the "
+        "timed runs (the warm-up excluded)",
+    ]
     try:
-        if args.dataset is not None:
-            dataset_dir = args.dataset.resolve()
-        else:
-            dataset_dir = work / "raw" / "900_BenchTube"
-            if not (dataset_dir / "dataset.json").is_file():
-                make_tube_dataset(dataset_dir, n_cases=args.cases, shape=tuple(args.shape))
-        n = len(list((dataset_dir / "labelsTr").iterdir()))
-        print(f"dataset: {dataset_dir} ({n} cases), workers={args.workers}")
-
-        api = time_median(
-            lambda: extract_fingerprint(dataset_dir, num_workers=args.workers, progress=False),
-            args.repeats,
-        )
-        print(f"autoseg (API)  {_fmt(api)}")
-
-        env = dict(os.environ, AUTOSEG_ROOT=str(work / "autoseg_root"))
-        cmd = [sys.executable, "-m", "autoseg", "fingerprint", str(dataset_dir), "--overwrite"]
-        cmd += ["--workers", str(args.workers)]
-        ours_cmd = (cmd, dict(env, PYTHONPATH=str(REPO)))
-        shape = "x".join(str(v) for v in args.shape)
-        label = f"{n} x {shape}" if args.dataset is None else f"{dataset_dir.name} ({n} cases)"
-        notes = [
-            f"workers={args.workers} for both; {pinned}",
-            f"autoseg (API, in-process, not compared) median {statistics.median(api):.2f} s",
-            "alternating: one untimed warm-up run each, then rounds of one run per system, "
-            "the order reversed every other round",
-            "peak memory: summed PSS of the process tree sampled every 20 ms, largest of the "
-            "timed runs (the warm-up excluded)",
-        ]
-
+        results, skipped = [], []
+        for choice in dict.fromkeys(args.dataset):  # each once, in the order given
+            dataset_dir = dataset_for(choice, args, work)
+            if dataset_dir is None:
+                skipped.append(choice)
+                continue
+            figures, note = bench_dataset(choice, dataset_dir, args, work)
+            results += figures
+            notes.append(note)
+        if skipped:
+            notes.append(f"skipped, shared data absent: {', '.join(skipped)}")
         if not args.nnunet_bin.exists():
-            print(
-                f"nnU-Net: absent ({args.nnunet_bin} not found; build it with "
-                "benchmarks/make_bench_venv.sh) - no comparison"
-            )
-            (ours,) = alternate([ours_cmd], args.repeats)
-            print(f"autoseg (CLI)  {_fmt([wall for wall, _, _ in ours])}")
-            results = fingerprint_results(ours, [], label)
-            _write_json(args.json, results, [*notes, "nnU-Net absent: no comparison"])
-            return 0
-        dataset_id = (parse_dataset_folder(dataset_dir.name) or (900, ""))[0]
-        nn_root = work / "nnunet"
-        export_nnunet(dataset_dir, nn_root / "raw", dataset_id)
-        nn_env = dict(
-            os.environ,
-            nnUNet_raw=str(nn_root / "raw"),
-            nnUNet_preprocessed=str(nn_root / "preprocessed"),
-            nnUNet_results=str(nn_root / "results"),
-        )
-        nn_cmd = [str(args.nnunet_bin), "-d", str(dataset_id), "-np", str(args.workers), "--clean"]
-        ours, theirs = alternate([ours_cmd, (nn_cmd, nn_env)], args.repeats)
-        cli = [wall for wall, _, _ in ours]
-        print(f"autoseg (CLI)  {_fmt(cli)}")
-        nn = [wall for wall, _, _ in theirs]
-        print(f"nnU-Net (CLI)  {_fmt(nn)}")
-        ratio = statistics.median(nn) / statistics.median(cli)
-        print(f"speed-up nnU-Net / autoseg (CLI): {ratio:.2f}x (target >= 2x)")
-        print(
-            f"peak memory: autoseg (CLI) {max(m for _, _, m in ours):.0f} MB, "
-            f"nnU-Net (CLI) {max(m for _, _, m in theirs):.0f} MB"
-        )
-        results = fingerprint_results(ours, theirs, label)
-        _write_json(args.json, results, notes)
+            notes.append("nnU-Net absent: no comparison")
+        if results:
+            _write_json(args.json, results, notes)
         return 0
     finally:
         if tmp is not None:

@@ -25,13 +25,22 @@ tree, sampled every 20 ms (workers included):
   and plan, if ``.venv-bench/bin/nnUNetv2_plan_and_preprocess`` exists
   (``benchmarks/make_bench_venv.sh`` builds it); the ratio nnU-Net / autoseg is the speed-up.
 
+``--dataset NAME ...`` (default ``thigh usgra_seg brats2015_subset``) picks the datasets, one
+after another: ``thigh`` is the phantom set above; ``usgra_seg`` (204 ultrasound frames, 2D),
+``brats2015_subset`` (6 volumes of 240 x 240 x 155, two channels), ``phantom_mri3d`` and
+``phantom_us2d`` are the accuracy benchmark's datasets, converted once under ``--workdir`` by
+``benchmarks/accuracy_cv.py`` (a real one is skipped, and said so, when ``../shared/data``
+lacks it). Each system plans those with its own planner (untimed) and both preprocess the
+configuration nnU-Net trains by default there (``2d`` for 2D data, ``3d_fullres`` for 3D),
+nnU-Net from autoseg's nnU-Net export of the same files.
+
 ``--resampling`` times the resampling backends on one volume: autoseg's separable matrices,
 3D ``scipy.ndimage.zoom`` and SimpleITK's B-spline resampler.
 
 ``--json PATH`` (default ``benchmarks/results/preprocess.json``, ``preprocess_varied.json``
-with ``--vary-spacing``) writes the compared figures in the shape of ``benchmarks/results.py``:
-wall time (target autoseg / nnU-Net <= 0.5, the issue's ">= 2x faster"), CPU time and peak
-memory (no target).
+with ``--vary-spacing``) writes the compared figures of every dataset in the shape of
+``benchmarks/results.py``: wall time (target autoseg / nnU-Net <= 0.5, the issue's ">= 2x
+faster"), CPU time and peak memory (no target).
 """
 
 from __future__ import annotations
@@ -67,6 +76,9 @@ DATASET = f"Dataset{DATASET_ID}_BenchThigh"  # accepted by autoseg and nnU-Net a
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 RESULTS_DIR = REPO / "benchmarks" / "results"
 Runs = list[tuple[float, float, float]]  # (wall s, CPU s, peak MB) per timed run
+# "thigh": the phantoms generated here; the others: benchmarks/accuracy_cv.py's datasets.
+DATASET_CHOICES = ("thigh", "phantom_mri3d", "phantom_us2d", "usgra_seg", "brats2015_subset")
+DEFAULT_DATASETS = ("thigh", "usgra_seg", "brats2015_subset")
 
 
 def make_dataset(raw: Path, n_cases: int, shape, vary_spacing: bool) -> Path:
@@ -157,6 +169,20 @@ def write_plan(root: Path, dataset_dir: Path) -> None:
     save_plan(plan, root / "preprocessed" / dataset_dir.name / "plans.json")
 
 
+def prepare_named(root: Path, name: str) -> tuple[Path, str]:
+    """One of the accuracy benchmark's datasets converted under ``root`` and planned by
+    autoseg's own planner (untimed); returns the raw folder and the configuration to time."""
+    from accuracy_cv import prepare
+    from bench_accuracy import DEFAULT_NNUNET_CONFIG
+
+    from autoseg.paths import raw_dir
+    from autoseg.planning import run_plan
+
+    dataset_dir = raw_dir(root) / prepare(name, root)
+    run_plan(dataset_dir, root, device="cpu", progress=False)
+    return dataset_dir, DEFAULT_NNUNET_CONFIG[name]
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -217,6 +243,17 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, flo
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
     return wall, cpu, peak
+
+
+def nnunet_absent(nnunet_bin: Path) -> bool:
+    """Whether nnU-Net's command is missing (then only autoseg is timed), said on the console."""
+    if nnunet_bin.exists():
+        return False
+    print(
+        f"nnU-Net: absent ({nnunet_bin} not found; build it with "
+        "benchmarks/make_bench_venv.sh) - no comparison"
+    )
+    return True
 
 
 def alternate(
@@ -318,6 +355,71 @@ def _write_json(path: Path, results: list[Result], notes: list[str]) -> None:
     print(f"results: {out}")
 
 
+def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Result] | None:
+    """Both systems on one dataset (``thigh``: the generated phantoms; otherwise an accuracy
+    benchmark dataset); ``None`` when that dataset's shared data is absent."""
+    from accuracy_cv import missing_source
+
+    if choice != "thigh" and (missing := missing_source(choice)) is not None:
+        print(f"{choice}: skipped, {missing} not found (the shared data)")
+        return None
+    root = work / choice / "autoseg_root"
+    if choice == "thigh":
+        config = "3d_fullres"
+        dataset_dir = make_dataset(root / "raw", args.cases, args.shape, args.vary_spacing)
+        write_plan(root, dataset_dir)
+        shape = "x".join(str(v) for v in args.shape)
+        spacing = "varied" if args.vary_spacing else "uniform"
+        label = f"{args.cases} x {shape}, {spacing} spacing"
+    else:
+        dataset_dir, config = prepare_named(root, choice)
+        n = len(list((dataset_dir / "labelsTr").iterdir()))
+        label = f"{choice} ({n} cases), {config}"
+    print(f"\ndataset: {label}; workers={args.workers}")
+    code = (
+        "from autoseg.preprocessing import preprocess_dataset; "
+        f"preprocess_dataset({dataset_dir.name!r}, {str(root)!r}, configs=[{config!r}], "
+        f"num_workers={args.workers}, overwrite=True, progress=False)"
+    )
+    ours_cmd = ([sys.executable, "-c", code], dict(os.environ, PYTHONPATH=str(REPO)))
+    if nnunet_absent(args.nnunet_bin):
+        (ours,) = alternate([ours_cmd], args.repeats)
+        print(f"autoseg  {_fmt(ours)}")
+        return preprocess_results(ours, [], label)
+    bindir = args.nnunet_bin.parent
+    if choice == "thigh":  # the phantom folder is in both systems' layout already
+        nn_raw, nn_id = root / "raw", DATASET_ID
+    else:  # autoseg's nnU-Net export of the same files
+        from autoseg.io.nnunet import export_nnunet
+
+        nn_raw = work / choice / "nnunet_raw"
+        nn_folder = export_nnunet(dataset_dir, nn_raw, overwrite=True, progress=False)
+        nn_id = int(nn_folder.name[len("Dataset") :].split("_")[0])
+    nn_env = dict(
+        os.environ,
+        nnUNet_raw=str(nn_raw),
+        nnUNet_preprocessed=str(work / choice / "nnunet_preprocessed"),
+        nnUNet_results=str(work / choice / "nnunet_results"),
+    )
+    ident = ["-d", str(nn_id)]
+    # nnU-Net's planner sets torch threads to nnUNet_n_proc_DA, which fails at 0 (the value
+    # that keeps its training in one process); planning is untimed, so give it 1 there
+    plan_env = dict(nn_env)
+    if plan_env.get("nnUNet_n_proc_DA") == "0":
+        plan_env["nnUNet_n_proc_DA"] = "1"
+    for step in (["nnUNetv2_extract_fingerprint", *ident, "-np", str(args.workers)],
+                 ["nnUNetv2_plan_experiment", *ident]):  # fmt: skip
+        run_measured([str(bindir / step[0]), *step[1:]], plan_env)
+    nn_cmd = [str(bindir / "nnUNetv2_preprocess"), *ident, "-c", config]
+    ours, nn = alternate([ours_cmd, ([*nn_cmd, "-np", str(args.workers)], nn_env)], args.repeats)
+    print(f"autoseg  {_fmt(ours)}")
+    print(f"nnU-Net  {_fmt(nn)}")
+    for i, what in ((0, "wall"), (1, "CPU")):
+        ratio = statistics.median(r[i] for r in nn) / statistics.median(r[i] for r in ours)
+        print(f"speed-up nnU-Net / autoseg ({what} time): {ratio:.2f}x (target >= 2x)")
+    return preprocess_results(ours, nn, label)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=20)
@@ -325,6 +427,14 @@ def main(argv: list[str] | None = None) -> int:
         "--shape", type=int, nargs=3, default=(24, 160, 160), metavar=("Z", "Y", "X")
     )
     parser.add_argument("--vary-spacing", action="store_true", help="per-case spacing")
+    parser.add_argument(
+        "--dataset",
+        nargs="+",
+        choices=DATASET_CHOICES,
+        default=list(DEFAULT_DATASETS),
+        help="thigh = the generated phantoms (--cases, --shape, --vary-spacing); the others "
+        "are the accuracy benchmark's, skipped when their shared data is absent",
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes for both systems")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resampling", action="store_true", help="only the backend timings")
@@ -350,75 +460,31 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="bench_pp_") if args.workdir is None else None
     work = Path(tmp.name) if tmp else args.workdir
     work.mkdir(parents=True, exist_ok=True)
+    notes = [
+        f"workers={args.workers} for both; CPU affinity {sorted(os.sched_getaffinity(0))}",
+        "autoseg preprocesses with its planner's plan, nnU-Net with the plan of its own "
+        "nnUNetv2_plan_experiment (untimed), the same configuration (3d_fullres for 3D data, 2d "
+        "for 2D): target spacing and storage (autoseg .npy, nnU-Net blosc2) can differ",
+        "alternating: one untimed warm-up run each, then rounds of one run per system, "
+        "the order reversed every other round",
+        "peak memory: summed PSS of the process tree sampled every 20 ms, largest of the "
+        "timed runs",
+    ]
     try:
-        root = work / "autoseg_root"
-        dataset_dir = make_dataset(root / "raw", args.cases, args.shape, args.vary_spacing)
-        write_plan(root, dataset_dir)
-        print(
-            f"dataset: {args.cases} phantoms {tuple(args.shape)}"
-            f"{', varied spacing' if args.vary_spacing else ''}; workers={args.workers}"
-        )
-        code = (
-            "from autoseg.preprocessing import preprocess_dataset; "
-            f"preprocess_dataset({DATASET!r}, {str(root)!r}, num_workers={args.workers}, "
-            "overwrite=True, progress=False)"
-        )
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        ours_cmd = ([sys.executable, "-c", code], env)
-        shape = "x".join(str(v) for v in args.shape)
-        label = f"{args.cases} x {shape}, {'varied' if args.vary_spacing else 'uniform'} spacing"
-        notes = [
-            f"workers={args.workers} for both; CPU affinity {sorted(os.sched_getaffinity(0))}",
-            "autoseg preprocesses with its planner's plan, nnU-Net with the 3d_fullres plan of "
-            "its own nnUNetv2_plan_experiment (untimed): target spacing and storage (autoseg "
-            ".npy, nnU-Net blosc2) can differ",
-            "alternating: one untimed warm-up run each, then rounds of one run per system, "
-            "the order reversed every other round",
-            "peak memory: summed PSS of the process tree sampled every 20 ms, largest of the "
-            "timed runs",
-        ]
-
+        results, skipped = [], []
+        for choice in dict.fromkeys(args.dataset):  # each once, in the order given
+            measured = bench_dataset(choice, args, work)
+            if measured is None:
+                skipped.append(choice)
+            else:
+                results += measured
+        if skipped:
+            notes.append(f"skipped, shared data absent: {', '.join(skipped)}")
         if not args.nnunet_bin.exists():
-            print(
-                f"nnU-Net: absent ({args.nnunet_bin} not found; build it with "
-                "benchmarks/make_bench_venv.sh) - no comparison"
-            )
-            (ours,) = alternate([ours_cmd], args.repeats)
-            print(f"autoseg  {_fmt(ours)}")
-            results = preprocess_results(ours, [], label)
-            _write_json(json_path, results, [*notes, "nnU-Net absent: no comparison"])
-            return 0
-        bindir = args.nnunet_bin.parent
-        nn_env = dict(
-            os.environ,
-            nnUNet_raw=str(root / "raw"),
-            nnUNet_preprocessed=str(work / "nnunet_preprocessed"),
-            nnUNet_results=str(work / "nnunet_results"),
-        )
-        ident = ["-d", str(DATASET_ID)]
-        # nnU-Net's planner sets torch threads to nnUNet_n_proc_DA, which fails at 0 (the value
-        # that keeps its training in one process); planning is untimed, so give it 1 there
-        plan_env = dict(nn_env)
-        if plan_env.get("nnUNet_n_proc_DA") == "0":
-            plan_env["nnUNet_n_proc_DA"] = "1"
-        for step in (["nnUNetv2_extract_fingerprint", *ident, "-np", str(args.workers)],
-                     ["nnUNetv2_plan_experiment", *ident]):  # fmt: skip
-            run_measured([str(bindir / step[0]), *step[1:]], plan_env)
-        nn_cmd = [str(bindir / "nnUNetv2_preprocess"), *ident, "-c", "3d_fullres"]
-        ours, nn = alternate(
-            [ours_cmd, ([*nn_cmd, "-np", str(args.workers)], nn_env)], args.repeats
-        )
-        print(f"autoseg  {_fmt(ours)}")
-        print(f"nnU-Net  {_fmt(nn)}")
-        for i, what in ((0, "wall"), (1, "CPU")):
-            ratio = statistics.median(r[i] for r in nn) / statistics.median(r[i] for r in ours)
-            print(f"speed-up nnU-Net / autoseg ({what} time): {ratio:.2f}x (target >= 2x)")
-        _write_json(json_path, preprocess_results(ours, nn, label), notes)
+            notes.append("nnU-Net absent: no comparison")
+        if results:
+            _write_json(json_path, results, notes)
         return 0
     finally:
         if tmp is not None:
             tmp.cleanup()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -64,12 +64,14 @@ AUTOSEG_PYTHON = REPO / ".venv" / "bin" / "python"
 # its own ``--quick`` gets that instead.
 QUICK: dict[str, list[tuple[str, ...]]] = {
     "fingerprint": [
+        ("--dataset", "synthetic"),
         ("--cases", "4"),
         ("--shape", "12", "64", "64"),
         ("--repeats", "1"),
         ("--workers", "1"),
     ],
     "preprocess": [
+        ("--dataset", "thigh"),
         ("--cases", "4"),
         ("--shape", "12", "64", "64"),
         ("--repeats", "1"),

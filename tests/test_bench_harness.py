@@ -204,3 +204,52 @@ def test_alternate_warms_up_then_swaps_the_order_every_round(tmp_path):
     assert log.read_text() == "an" + "an" + "na" + "an"
     assert [len(r) for r in runs] == [3, 3]
     assert all(wall > 0 and mem >= 0 for r in runs for wall, _, mem in r)
+
+
+def test_preprocess_benchmark_on_named_datasets(tmp_path, monkeypatch):
+    """``--dataset``: converted, planned by autoseg, preprocessed for nnU-Net's default
+    configuration of the data (2d here); a dataset whose shared data is absent is skipped and
+    said so; without nnU-Net only autoseg's side is written."""
+    import json
+
+    import accuracy_cv
+    import bench_preprocess
+
+    monkeypatch.setitem(accuracy_cv.SOURCES, "usgra_seg", tmp_path / "absent_usgra")
+    out = tmp_path / "pp.json"
+    args = ["--dataset", "usgra_seg", "phantom_us2d", "--workdir", str(tmp_path / "w")]
+    args += ["--repeats", "1", "--workers", "0", "--no-resampling"]
+    args += ["--nnunet-bin", str(tmp_path / "absent")]
+    assert bench_preprocess.main([*args, "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    wall = [f for f in written["results"] if f["metric"] == "wall time"]
+    assert [f["name"] for f in wall] == ["preprocess, phantom_us2d (30 cases), 2d"]
+    assert wall[0]["autoseg"] > 0 and wall[0]["nnunet"] is None
+    assert any("skipped, shared data absent: usgra_seg" in n for n in written["notes"])
+    pre = tmp_path / "w" / "phantom_us2d" / "autoseg_root" / "preprocessed"
+    assert list(pre.glob("*/*/manifest.json"))  # the 2d data really was written
+
+
+def test_fingerprint_benchmark_measures_each_dataset_and_skips_absent_ones(tmp_path, monkeypatch):
+    import json
+    import os
+
+    import accuracy_cv
+    import bench_fingerprint
+
+    monkeypatch.setitem(accuracy_cv.SOURCES, "brats2015_subset", tmp_path / "absent_brats")
+    out = tmp_path / "fp.json"
+    args = ["--dataset", "brats2015_subset", "synthetic", "--cases", "2", "--shape", "8", "32"]
+    args += ["32", "--repeats", "1", "--workers", "1", "--workdir", str(tmp_path / "w")]
+    args += ["--nnunet-bin", str(tmp_path / "absent"), "--json", str(out)]
+    affinity = os.sched_getaffinity(0)
+    try:
+        assert bench_fingerprint.main([*args, "--cores", str(len(affinity))]) == 0
+    finally:
+        os.sched_setaffinity(0, affinity)
+    written = json.loads(out.read_text())
+    wall = [f for f in written["results"] if f["metric"] == "wall time"]
+    assert [f["name"] for f in wall] == ["fingerprint, 2 x 8x32x32"]
+    assert wall[0]["autoseg"] > 0 and wall[0]["nnunet"] is None
+    assert any("skipped, shared data absent: brats2015_subset" in n for n in written["notes"])
+    assert any(n.startswith("2 x 8x32x32: autoseg (API") for n in written["notes"])

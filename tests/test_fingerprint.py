@@ -467,7 +467,8 @@ def test_benchmark_runs_with_a_stub_nnunet(tmp_path, capsys):
         'test "$1 $2 $3 $4 $5" = "-d 900 -np 2 --clean" || exit 5\n'
     )
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
-    args = ["--cases", "2", "--shape", "4", "24", "24", "--repeats", "1", "--cores", "64"]
+    args = ["--dataset", "synthetic", "--cases", "2", "--shape", "4", "24", "24", "--repeats"]
+    args += ["1", "--cores", "64"]
     args += ["--workdir", str(tmp_path / "work"), "--json", str(tmp_path / "fp.json")]
     args += ["--nnunet-bin", str(stub)]
     assert bench.main(args) == 0
