@@ -66,8 +66,11 @@ nnU-Net first in odd ones) so that other load on the machine hits both alike; me
 reported with the ratio autoseg / nnU-Net. Peak memory is the largest sum of proportional set
 sizes over the process tree (augmentation workers included) over the whole process life,
 sampled every 20 ms (``bench_preprocess.run_measured``); on CUDA also
-``torch.cuda.max_memory_allocated``. CPU seconds per timed iteration are those of the training
-process only (``time.process_time``; workers not counted).
+``torch.cuda.max_memory_allocated``, and beside it the planner's estimate of the same step
+(``autoseg.networks.memory``, the patch, batch and optimizer timed): whether the two match
+within 15 % goes to the console and the JSON's ``notes`` (:func:`memory_check`). CPU seconds
+per timed iteration are those of the training process only (``time.process_time``; workers not
+counted).
 
 **Not equal between the systems** (also in the JSON's ``notes``): each uses its own data
 loader, augmentation pipeline and storage (autoseg: its MRI/ultrasound augmentation profiles
@@ -378,8 +381,59 @@ def drive_autoseg(spec: dict[str, Any]) -> dict[str, Any]:
         out = time_steps(step, int(spec["warmup"]), int(spec["iterations"]), sync)
     finally:
         _close(loader)
-    out.update(setup_s=setup_s, batch_shape=shape, cuda_peak_mb=peak(), device=str(trainer.device))
+    estimated = None
+    if str(trainer.device).startswith("cuda"):
+        estimated = planner_estimate_mb(
+            setup.arch, setup.patch_size, trainer.local_batch, options.optimizer
+        )
+    out.update(
+        setup_s=setup_s,
+        batch_shape=shape,
+        cuda_peak_mb=peak(),
+        estimated_cuda_mb=estimated,
+        device=str(trainer.device),
+    )
     return out
+
+
+# The trainer's optimizers by the memory estimator's names (SGD keeps a momentum buffer).
+ESTIMATOR_OPTIMIZER = {"sgd": "sgd_momentum", "adamw": "adamw"}
+# tests/test_memory.py's GPU test holds the estimate to within 15 % of max_memory_allocated.
+ESTIMATE_TOLERANCE = 0.15
+
+
+def planner_estimate_mb(
+    arch: dict[str, Any], patch: Sequence[int], batch: int, optimizer: str
+) -> float:
+    """The planner's estimate of one AMP training step, in MB, without the CUDA context (which
+    ``torch.cuda.max_memory_allocated`` does not count either)."""
+    from autoseg.networks.memory import estimate_training_memory
+
+    est = estimate_training_memory(
+        arch, list(patch), int(batch), amp=True, optimizer=ESTIMATOR_OPTIMIZER[optimizer]
+    )
+    return est.total_bytes / 2**20
+
+
+def memory_check(label: str, runs: dict[str, list[dict[str, Any]]]) -> str | None:
+    """Whether the planner's memory estimate matched autoseg's measured CUDA peak (median over
+    the repetitions); ``None`` off CUDA."""
+    pairs = [
+        (r["estimated_cuda_mb"], r["cuda_peak_mb"])
+        for r in runs.get("autoseg", [])
+        if r.get("estimated_cuda_mb") and r.get("cuda_peak_mb")
+    ]
+    if not pairs:
+        return None
+    estimate = statistics.median(e for e, _ in pairs)
+    measured = statistics.median(m for _, m in pairs)
+    ratio = estimate / measured
+    verdict = "matched" if abs(ratio - 1) <= ESTIMATE_TOLERANCE else "did NOT match"
+    return (
+        f"{label}: the planner's memory estimate {estimate:.0f} MB vs measured "
+        f"torch.cuda.max_memory_allocated {measured:.0f} MB (ratio {ratio:.2f}: {verdict} "
+        f"within +-{ESTIMATE_TOLERANCE:.0%}; the CUDA context is outside both)"
+    )
 
 
 def drive_nnunet(spec: dict[str, Any]) -> dict[str, Any]:
@@ -782,6 +836,7 @@ def _short_runs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[st
         "cpu_per_iteration_s",
         "peak_mb",
         "cuda_peak_mb",
+        "estimated_cuda_mb",
         "batch_shape",
         "setup_s",
         "process_wall_s",
@@ -862,7 +917,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="bench_train_") if args.workdir is None else None
     work = Path(tmp.name) if tmp else args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    results, described = [], {}
+    results, described, memory_notes = [], {}, []
     try:
         for key in args.only:
             ph = PHANTOMS[key]
@@ -885,6 +940,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs = run_pair(pair, args, env, work / "runs" / f"{key}_{which}")
                 sizes = f"patch {cfg['patch_size']} batch {cfg['batch_size']} ({pair.sizes_note})"
                 results.extend(make_results(pair.label, runs, args.device == "cuda", sizes))
+                if (check := memory_check(pair.label, runs)) is not None:
+                    print(f"  {check}", flush=True)
+                    memory_notes.append(check)
                 described[pair.label] = {**pair.description, "runs": _short_runs(runs)}
     finally:
         if tmp is not None:
@@ -901,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json,
         "training",
         results,
-        notes=NOTES,
+        notes=[*NOTES, *memory_notes],
         bench_python=BENCH_PYTHON,
         extra={"settings": settings, "configurations": described},
     )

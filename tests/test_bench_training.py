@@ -219,3 +219,35 @@ def test_configuration_mismatches_compare_both_plan_formats() -> None:
     ours["architecture"]["deep_supervision"] = False
     found = bt.configuration_mismatches(ours, theirs)
     assert len(found) == 2 and found[0].startswith("batch_size")
+
+
+def test_planner_estimate_counts_the_optimizer_state() -> None:
+    from autoseg.networks.memory import estimate_training_memory
+    from autoseg.planning.topology import architecture_block, fit_topology
+
+    patch, topo = fit_topology([1.0, 1.0], [64, 64])
+    arch = architecture_block(topo, network="unet", in_channels=1, num_classes=2)
+    sgd = bt.planner_estimate_mb(arch, patch, 2, "sgd")
+    adamw = bt.planner_estimate_mb(arch, patch, 2, "adamw")
+    params = estimate_training_memory(arch, list(patch), 2).parameters_bytes / 2**20
+    assert sgd > 0 and adamw - sgd == pytest.approx(params)  # one more fp32 copy
+    with pytest.raises(KeyError):
+        bt.planner_estimate_mb(arch, patch, 2, "lion")
+
+
+def test_memory_check_compares_the_median_estimate_with_the_measured_peak() -> None:
+    runs = {
+        "autoseg": [
+            {"estimated_cuda_mb": 1000.0, "cuda_peak_mb": 1100.0},
+            {"estimated_cuda_mb": 1000.0, "cuda_peak_mb": 1050.0},
+            {"estimated_cuda_mb": 1000.0, "cuda_peak_mb": 2000.0},
+        ],
+        "nnunet": [{"cuda_peak_mb": 5000.0}],
+    }
+    note = bt.memory_check("3D", runs)
+    assert note is not None and note.startswith("3D: ")
+    assert "1000 MB" in note and "1100 MB" in note and "ratio 0.91: matched" in note
+    runs["autoseg"] = [{"estimated_cuda_mb": 1000.0, "cuda_peak_mb": 1500.0}]
+    assert "ratio 0.67: did NOT match" in bt.memory_check("3D", runs)
+    cpu_runs = {"autoseg": [{"estimated_cuda_mb": None, "cuda_peak_mb": None}]}
+    assert bt.memory_check("3D", cpu_runs) is None
