@@ -1,7 +1,7 @@
 """Training throughput: autoseg against nnU-Net v2, same configuration, data and settings.
 
     taskset -c 1 .venv/bin/python benchmarks/bench_training.py [--device cpu|cuda]
-        [--only 3d 2d] [--plans autoseg nnunet] [--cases 20 --frames 30]
+        [--only 3d 2d brats] [--plans autoseg nnunet] [--cases 20 --frames 30]
         [--iterations 20] [--warmup 3] [--repeats 3] [--threads 1] [--cpus 1] [--workers 0]
         [--time-budget 2h | none] [--gpu-memory GB]
         [--max-voxels N] [--patch-3d Z Y X] [--batch-3d N] [--patch-2d Y X] [--batch-2d N]
@@ -21,10 +21,12 @@ volumes 24x160x160 at 3x0.75x0.75 mm) and ``us2d`` (``--frames``, default 30 wri
 preprocessed with :func:`autoseg.preprocessing.preprocess.preprocess_dataset`. Fold 0 of
 autoseg's ``splits.json`` (5 folds grouped by subject, fewer when there are fewer subjects) is
 the training set of both systems (nnU-Net gets it as ``splits_final.json`` via
-``nnunet_bridge.write_nnunet_splits``).
+``nnunet_bridge.write_nnunet_splits``). ``brats`` (multi-channel 3D) is the BraTS subset of
+``../shared/data`` (6 volumes of 240x240x155 at 1 mm, FLAIR + T1c, 4 labels), converted by
+``benchmarks/accuracy_cv.py``; it is skipped, and the JSON says so, when that data is absent.
 
-**Which configurations** (``--plans``), each for the 3D phantom's ``3d_fullres`` and the 2D
-phantom's ``2d`` (``--only``):
+**Which configurations** (``--plans``), each for the 3D phantom's and BraTS's ``3d_fullres``
+and the 2D phantom's ``2d`` (``--only``):
 
 - ``autoseg``: autoseg's own plan. On a CPU that is the plan a CPU user gets from
   ``autoseg plan-and-train --time-budget 2h`` (``--time-budget``; all configurations planned,
@@ -119,20 +121,26 @@ DEFAULT_TIME_BUDGET = "2h"
 
 @dataclass(frozen=True)
 class Phantom:
-    """One benchmark dataset: a phantom kind and the configuration timed on it."""
+    """One benchmark dataset: a phantom kind (or a real dataset) and the configuration timed."""
 
-    key: str  # "3d" | "2d"
-    kind: str  # autoseg.phantoms kind
+    key: str  # "3d" | "2d" | "brats"
+    kind: str  # autoseg.phantoms kind ("" for a real dataset)
     dataset_id: int
     name: str
     channel: str
     config: str
     label: str
+    # a dataset of benchmarks/accuracy_cv.py converted from ../shared/data instead of a phantom
+    shared: str | None = None
 
 
 PHANTOMS = {
     "3d": Phantom("3d", "mri3d", 961, "BenchTrainThigh", "T2", "3d_fullres", "3D thigh"),
     "2d": Phantom("2d", "us2d", 962, "BenchTrainWrist", "US", "2d", "2D wrist"),
+    # multi-channel 3D: 6 BraTS cases, FLAIR + T1c, 4 labels (accuracy_cv's id and name)
+    "brats": Phantom(
+        "brats", "", 934, "BraTS2015Subset", "", "3d_fullres", "3D BraTS", "brats2015_subset"
+    ),
 }
 PLAN_LABELS = {"autoseg": "autoseg plan", "nnunet": "nnU-Net plan"}
 
@@ -512,28 +520,35 @@ def _parse_budget(text: str | None) -> float | None:
 
 
 def prepare_phantom(ph: Phantom, work: Path, n_cases: int, args: argparse.Namespace) -> Prepared:
-    """Phantom -> autoseg raw dataset -> autoseg's own plan -> splits (root A)."""
+    """Phantom (or shared dataset) -> autoseg raw dataset -> autoseg's own plan -> splits
+    (root A)."""
     from autoseg.io import list_cases, load_dataset_json
     from autoseg.io.convert import convert_folder
+    from autoseg.paths import raw_dir
     from autoseg.phantoms import generate_phantom
     from autoseg.planning.planner import run_plan
     from autoseg.training.splits import load_or_create_splits
 
     root = work / f"{ph.key}_autoseg_plan" / "autoseg"
-    src = work / "source" / ph.kind
-    generate_phantom(ph.kind, src, n_cases, seed=0, overwrite=True, progress=False)
-    result = convert_folder(
-        src,
-        ph.name,
-        ph.dataset_id,
-        root=root,
-        overwrite=True,
-        label_names=["nerve"],
-        channel_names=[ph.channel],
-        num_workers=1,
-        progress=False,
-    )
-    raw = result.target
+    if ph.shared is not None:
+        from accuracy_cv import prepare
+
+        raw = raw_dir(root) / prepare(ph.shared, root)
+    else:
+        src = work / "source" / ph.kind
+        generate_phantom(ph.kind, src, n_cases, seed=0, overwrite=True, progress=False)
+        result = convert_folder(
+            src,
+            ph.name,
+            ph.dataset_id,
+            root=root,
+            overwrite=True,
+            label_names=["nerve"],
+            channel_names=[ph.channel],
+            num_workers=1,
+            progress=False,
+        )
+        raw = result.target
     budget = _parse_budget(args.time_budget)
     kwargs = dict(
         gpu_memory_gb=args.gpu_memory,
@@ -568,8 +583,8 @@ def prepare_phantom(ph: Phantom, work: Path, n_cases: int, args: argparse.Namesp
 def sizes_from_args(ph: Phantom, args: argparse.Namespace) -> dict[str, Any]:
     """The patch/batch overrides of this phantom's configuration."""
     return {
-        "new_patch": args.patch_3d if ph.key == "3d" else args.patch_2d,
-        "new_batch": args.batch_3d if ph.key == "3d" else args.batch_2d,
+        "new_patch": args.patch_3d if ph.config.startswith("3d") else args.patch_2d,
+        "new_batch": args.batch_3d if ph.config.startswith("3d") else args.batch_2d,
         "max_voxels": args.max_voxels,
     }
 
@@ -866,7 +881,13 @@ def main(argv: list[str] | None = None) -> int:
         return driver_main(argv[1], argv[2])
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--only", nargs="+", default=["3d", "2d"], choices=sorted(PHANTOMS))
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=list(PHANTOMS),
+        choices=sorted(PHANTOMS),
+        help="brats: the BraTS subset (multi-channel 3D), skipped when ../shared/data lacks it",
+    )
     parser.add_argument("--plans", nargs="+", default=["autoseg", "nnunet"], choices=PLAN_LABELS)
     parser.add_argument("--cases", type=int, default=20, help="3D thigh phantoms")
     parser.add_argument("--frames", type=int, default=30, help="2D wrist phantoms")
@@ -917,14 +938,21 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="bench_train_") if args.workdir is None else None
     work = Path(tmp.name) if tmp else args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    results, described, memory_notes = [], {}, []
+    from accuracy_cv import missing_source
+
+    results, described, memory_notes, skipped = [], {}, [], []
     try:
         for key in args.only:
             ph = PHANTOMS[key]
+            if ph.shared is not None and (missing := missing_source(ph.shared)) is not None:
+                print(f"\n{ph.label}: skipped, {missing} not found (the shared data)")
+                skipped.append(key)
+                continue
             n = args.cases if key == "3d" else args.frames
             t0 = time.perf_counter()
             prep = prepare_phantom(ph, work, n, args)
-            print(f"\n{ph.label}: {n} phantoms; autoseg plan: {prep.plan_note} "
+            what = ph.shared or f"{n} phantoms"
+            print(f"\n{ph.label}: {what}; autoseg plan: {prep.plan_note} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
             for which in args.plans:
                 make = pair_autoseg_plan if which == "autoseg" else pair_nnunet_plan
@@ -955,11 +983,14 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in vars(args).items()
         if k not in ("json", "workdir")
     }
+    notes = [*NOTES, *memory_notes]
+    if skipped:
+        notes.append(f"skipped, shared data absent: {', '.join(skipped)}")
     path = write_results(
         args.json,
         "training",
         results,
-        notes=[*NOTES, *memory_notes],
+        notes=notes,
         bench_python=BENCH_PYTHON,
         extra={"settings": settings, "configurations": described},
     )

@@ -80,6 +80,7 @@ QUICK: dict[str, list[tuple[str, ...]]] = {
     ],
     "dataloader": [("--batches", "3"), ("--repeats", "1"), ("--workers", "0"), ("--only", "thigh")],
     "training": [
+        ("--only", "3d", "2d"),
         ("--cases", "4"),
         ("--frames", "4"),
         ("--iterations", "5"),

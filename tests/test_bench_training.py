@@ -251,3 +251,19 @@ def test_memory_check_compares_the_median_estimate_with_the_measured_peak() -> N
     assert "ratio 0.67: did NOT match" in bt.memory_check("3D", runs)
     cpu_runs = {"autoseg": [{"estimated_cuda_mb": None, "cuda_peak_mb": None}]}
     assert bt.memory_check("3D", cpu_runs) is None
+
+
+def test_brats_is_skipped_and_said_so_without_the_shared_data(tmp_path, monkeypatch, one_thread):
+    import json
+
+    import accuracy_cv
+
+    assert bt.PHANTOMS["brats"].shared == "brats2015_subset"
+    assert bt.PHANTOMS["brats"].dataset_id == accuracy_cv.DATASETS["brats2015_subset"][0]
+    monkeypatch.setitem(accuracy_cv.SOURCES, "brats2015_subset", tmp_path / "absent")
+    monkeypatch.setattr(bt, "BENCH_PYTHON", Path(sys.executable))  # no nnU-Net is started
+    out = tmp_path / "training.json"
+    args = ["--only", "brats", "--json", str(out), "--workdir", str(tmp_path / "w")]
+    assert bt.main(args) == 0
+    written = json.loads(out.read_text())
+    assert written["results"] == [] and "skipped, shared data absent: brats" in written["notes"]
