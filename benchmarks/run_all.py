@@ -7,8 +7,10 @@
 Runs ``benchmarks/bench_<name>.py`` for fingerprint, preprocess, dataloader, training,
 inference and accuracy (in that order; ``--only`` picks some), each in its own process under
 ``.venv/bin/python`` (``--python``) with ``--json <out>/<name>.json``, its output shown and
-kept in ``<out>/logs/<name>.log``. A script that does not exist is skipped with a message; one
-that fails (or runs past ``--timeout``) is reported and the next one runs. Options reach only
+kept in ``<out>/logs/<name>.log``. The accuracy benchmark runs once per dataset (``PER_DATASET``:
+the thigh phantom and usgra-seg, as ``accuracy_<dataset>``; a dataset whose shared data is
+absent is skipped). A script that does not exist is skipped with a message; one that fails (or
+runs past ``--timeout``) is reported and the next one runs. Options reach only
 the scripts whose argparse takes them (read from their source):
 
 * ``--quick``: the smallest sensible settings of each script (a smoke run of minutes; the
@@ -102,6 +104,24 @@ QUICK: dict[str, list[tuple[str, ...]]] = {
         ("--folds", "0"),
     ],
 }
+
+
+# Benchmarks that run once per dataset (not in --quick runs, which keep to QUICK's settings):
+# (suffix of the run's name, JSON and log; the script's options). A real dataset whose shared
+# data is absent is skipped and said so.
+PER_DATASET: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "accuracy": [
+        ("phantom_mri3d", ("--dataset", "phantom_mri3d")),
+        ("usgra_seg", ("--dataset", "usgra_seg")),
+    ],
+}
+
+
+def runs_of(name: str, quick: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """``(run name, extra options)`` of one benchmark: one run, or one per dataset."""
+    if quick or name not in PER_DATASET:
+        return [(name, ())]
+    return [(f"{name}_{suffix}", extra) for suffix, extra in PER_DATASET[name]]
 
 
 @dataclass
@@ -249,16 +269,20 @@ def run_benchmarks(
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    from accuracy_cv import missing_source
+
     statuses = []
-    for i, name in enumerate(names, 1):
+    runs = [(name, run, extra) for name in names for run, extra in runs_of(name, quick)]
+    for i, (name, run, extra) in enumerate(runs, 1):
         script = scripts_dir / f"bench_{name}.py"
-        head = f"[{i}/{len(names)}] {name}"
-        if not script.is_file():
-            msg = f"{script} does not exist (yet)"
+        head = f"[{i}/{len(runs)}] {run}"
+        missing = missing_source(extra[1]) if extra[:1] == ("--dataset",) else None
+        if not script.is_file() or missing is not None:
+            msg = f"{script} does not exist (yet)" if missing is None else f"{missing} not found"
             print(f"\n=== {head}: skipped, {msg}", flush=True)
-            statuses.append(RunStatus(name, "skipped", message=msg))
+            statuses.append(RunStatus(run, "skipped", message=msg))
             continue
-        json_path = out / f"{name}.json"
+        json_path = out / f"{run}.json"
         cmd, messages = build_command(
             name,
             script,
@@ -269,24 +293,25 @@ def run_benchmarks(
             cpus=cpus,
             threads=threads,
         )
+        cmd += extra
         shown = shlex.join(cmd)
         print(f"\n=== {head}: {shown}", flush=True)
         for message in messages:
-            print(f"    note: {name} {message}", flush=True)
+            print(f"    note: {run} {message}", flush=True)
         before = json_path.stat().st_mtime if json_path.exists() else None
         t0 = time.perf_counter()
-        rc = run_logged(cmd, out / "logs" / f"{name}.log", env, timeout)
+        log = out / "logs" / f"{run}.log"
+        rc = run_logged(cmd, log, env, timeout)
         seconds = time.perf_counter() - t0
-        log = out / "logs" / f"{name}.log"
         wrote = json_path.exists() and json_path.stat().st_mtime != before
         if rc != 0:
             why = f"timed out after {timeout:g} s" if rc == -9 else f"exit status {rc}"
-            status = RunStatus(name, "failed", seconds, f"{why}; log: {log}", shown)
+            status = RunStatus(run, "failed", seconds, f"{why}; log: {log}", shown)
         elif not wrote and "--json" in script_options(script):
-            status = RunStatus(name, "no results", seconds, f"wrote no {json_path.name}", shown)
+            status = RunStatus(run, "no results", seconds, f"wrote no {json_path.name}", shown)
         else:
-            status = RunStatus(name, "ok", seconds, "; ".join(messages), shown)
-        print(f"=== {name}: {status.status} in {seconds:.0f} s {status.message}".rstrip())
+            status = RunStatus(run, "ok", seconds, "; ".join(messages), shown)
+        print(f"=== {run}: {status.status} in {seconds:.0f} s {status.message}".rstrip())
         statuses.append(status)
     return statuses
 

@@ -253,3 +253,32 @@ def test_fingerprint_benchmark_measures_each_dataset_and_skips_absent_ones(tmp_p
     assert wall[0]["autoseg"] > 0 and wall[0]["nnunet"] is None
     assert any("skipped, shared data absent: brats2015_subset" in n for n in written["notes"])
     assert any(n.startswith("2 x 8x32x32: autoseg (API") for n in written["notes"])
+
+
+def test_run_all_runs_accuracy_once_per_dataset_and_skips_absent_data(tmp_path, monkeypatch):
+    import accuracy_cv
+
+    assert run_all.runs_of("accuracy", quick=True) == [("accuracy", ())]
+    assert run_all.runs_of("training", quick=False) == [("training", ())]
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    # writes its --dataset into the --json file it is given
+    (scripts / "bench_accuracy.py").write_text(
+        "import argparse, json\np = argparse.ArgumentParser()\n"
+        'p.add_argument("--json")\np.add_argument("--dataset")\n'
+        "a = p.parse_args()\nopen(a.json, 'w').write(json.dumps({'dataset': a.dataset}))\n"
+    )
+    monkeypatch.setitem(accuracy_cv.SOURCES, "usgra_seg", tmp_path / "absent")
+    out = tmp_path / "results"
+    statuses = run_all.run_benchmarks(
+        ["accuracy"], out, scripts_dir=scripts, python=Path(sys.executable)
+    )
+    assert [(s.name, s.status) for s in statuses] == [
+        ("accuracy_phantom_mri3d", "ok"),
+        ("accuracy_usgra_seg", "skipped"),
+    ]
+    assert json.loads((out / "accuracy_phantom_mri3d.json").read_text()) == {
+        "dataset": "phantom_mri3d"
+    }
+    assert (out / "logs" / "accuracy_phantom_mri3d.log").is_file()
+    assert "absent not found" in statuses[1].message
