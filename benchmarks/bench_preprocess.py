@@ -19,11 +19,17 @@ Each system runs in a fresh interpreter (start-up and imports count on both side
 (PSS: resident memory, shared pages split between the processes sharing them) over the process
 tree, sampled every 20 ms (workers included):
 
-* ``autoseg``: :func:`autoseg.preprocessing.preprocess_dataset` with ``overwrite=True`` on a
-  plan made with the planner's rules (target spacing, normalization, resampling orders);
-* ``nnU-Net``: ``nnUNetv2_preprocess -d ID -c 3d_fullres -np N`` after an untimed fingerprint
-  and plan, if ``.venv-bench/bin/nnUNetv2_plan_and_preprocess`` exists
-  (``benchmarks/make_bench_venv.sh`` builds it); the ratio nnU-Net / autoseg is the speed-up.
+* ``preprocess`` — ``autoseg``: :func:`autoseg.preprocessing.preprocess_dataset` with
+  ``overwrite=True`` on a plan made with the planner's rules (target spacing, normalization,
+  resampling orders); ``nnU-Net``: ``nnUNetv2_preprocess -d ID -c 3d_fullres -np N`` after an
+  untimed fingerprint and plan;
+* ``fingerprint + plan + preprocess`` (the issue's first figure, the whole first stage) —
+  ``autoseg``: ``run_fingerprint(overwrite=True)``, ``run_plan`` (its memory rules for the CPU,
+  no time budget) and ``preprocess_dataset`` in one process, as ``plan-and-train`` runs them;
+  ``nnU-Net``: ``nnUNetv2_plan_and_preprocess -d ID -c CONFIG -np N -npfp N --clean``.
+
+nnU-Net runs if ``.venv-bench/bin/nnUNetv2_plan_and_preprocess`` exists
+(``benchmarks/make_bench_venv.sh`` builds it); the ratio nnU-Net / autoseg is the speed-up.
 
 ``--dataset NAME ...`` (default ``thigh usgra_seg brats2015_subset``) picks the datasets, one
 after another: ``thigh`` is the phantom set above; ``usgra_seg`` (204 ultrasound frames, 2D),
@@ -326,12 +332,14 @@ def bench_resampling(shape=(24, 160, 160), factor=(1.25, 1.25, 1.25), repeats=5)
     print(f"  SimpleITK B-spline          {1000 * itk_t:8.1f} ms")
 
 
-def preprocess_results(ours: Runs, theirs: Runs, label: str) -> list[Result]:
+def preprocess_results(
+    ours: Runs, theirs: Runs, label: str, stage: str = "preprocess"
+) -> list[Result]:
     """The compared figures of ``(wall s, CPU s, peak MB)`` runs: wall time (target ratio 0.5,
     the issue's ">= 2x faster"), CPU time (steadier on a shared machine; no target) and peak
     memory (the largest of the timed runs, as printed; no target). An empty ``theirs`` (nnU-Net
     absent) leaves nnU-Net's side empty."""
-    name = f"preprocess, {label}"
+    name = f"{stage}, {label}"
     column = lambda runs, i: [r[i] for r in runs]  # noqa: E731
     wall = from_runs(name, "wall time", "s", column(ours, 0), column(theirs, 0), "lower", 0.5)
     cpu = from_runs(name, "CPU time", "s", column(ours, 1), column(theirs, 1), "lower")
@@ -376,16 +384,35 @@ def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Res
         n = len(list((dataset_dir / "labelsTr").iterdir()))
         label = f"{choice} ({n} cases), {config}"
     print(f"\ndataset: {label}; workers={args.workers}")
+    name, w = dataset_dir.name, args.workers
+    # preprocessing alone, with the plan already there
     code = (
         "from autoseg.preprocessing import preprocess_dataset; "
-        f"preprocess_dataset({dataset_dir.name!r}, {str(root)!r}, configs=[{config!r}], "
-        f"num_workers={args.workers}, overwrite=True, progress=False)"
+        f"preprocess_dataset({name!r}, {str(root)!r}, configs=[{config!r}], "
+        f"num_workers={w}, overwrite=True, progress=False)"
     )
-    ours_cmd = ([sys.executable, "-c", code], dict(os.environ, PYTHONPATH=str(REPO)))
+    # the whole first stage as plan-and-train runs it: fingerprint, plan, preprocess
+    pipeline = (
+        "from autoseg.fingerprint import run_fingerprint; from autoseg.planning import run_plan; "
+        "from autoseg.preprocessing import preprocess_dataset; "
+        f"run_fingerprint({name!r}, {str(root)!r}, overwrite=True, num_workers={w}, "
+        "progress=False); "
+        f"run_plan({name!r}, {str(root)!r}, device='cpu', overwrite=True, progress=False); "
+        f"preprocess_dataset({name!r}, {str(root)!r}, configs=[{config!r}], num_workers={w}, "
+        "overwrite=True, progress=False)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    ours = {
+        "preprocess": ([sys.executable, "-c", code], env),
+        "fingerprint + plan + preprocess": ([sys.executable, "-c", pipeline], env),
+    }
     if nnunet_absent(args.nnunet_bin):
-        (ours,) = alternate([ours_cmd], args.repeats)
-        print(f"autoseg  {_fmt(ours)}")
-        return preprocess_results(ours, [], label)
+        results = []
+        for stage, cmd in ours.items():
+            (runs,) = alternate([cmd], args.repeats)
+            print(f"{stage}: autoseg  {_fmt(runs)}")
+            results += preprocess_results(runs, [], label, stage)
+        return results
     bindir = args.nnunet_bin.parent
     if choice == "thigh":  # the phantom folder is in both systems' layout already
         nn_raw, nn_id = root / "raw", DATASET_ID
@@ -407,17 +434,31 @@ def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Res
     plan_env = dict(nn_env)
     if plan_env.get("nnUNet_n_proc_DA") == "0":
         plan_env["nnUNet_n_proc_DA"] = "1"
-    for step in (["nnUNetv2_extract_fingerprint", *ident, "-np", str(args.workers)],
+    for step in (["nnUNetv2_extract_fingerprint", *ident, "-np", str(w)],
                  ["nnUNetv2_plan_experiment", *ident]):  # fmt: skip
         run_measured([str(bindir / step[0]), *step[1:]], plan_env)
-    nn_cmd = [str(bindir / "nnUNetv2_preprocess"), *ident, "-c", config]
-    ours, nn = alternate([ours_cmd, ([*nn_cmd, "-np", str(args.workers)], nn_env)], args.repeats)
-    print(f"autoseg  {_fmt(ours)}")
-    print(f"nnU-Net  {_fmt(nn)}")
-    for i, what in ((0, "wall"), (1, "CPU")):
-        ratio = statistics.median(r[i] for r in nn) / statistics.median(r[i] for r in ours)
-        print(f"speed-up nnU-Net / autoseg ({what} time): {ratio:.2f}x (target >= 2x)")
-    return preprocess_results(ours, nn, label)
+    theirs = {
+        "preprocess": (
+            [str(bindir / "nnUNetv2_preprocess"), *ident, "-c", config, "-np", str(w)],
+            nn_env,
+        ),
+        # --clean: a new fingerprint every time, as autoseg's overwrite=True
+        "fingerprint + plan + preprocess": (
+            [str(bindir / "nnUNetv2_plan_and_preprocess"), *ident, "-c", config]
+            + ["-np", str(w), "-npfp", str(w), "--clean"],
+            plan_env,
+        ),
+    }
+    results = []
+    for stage in ours:
+        a, n = alternate([ours[stage], theirs[stage]], args.repeats)
+        print(f"{stage}: autoseg  {_fmt(a)}")
+        print(f"{stage}: nnU-Net  {_fmt(n)}")
+        for i, what in ((0, "wall"), (1, "CPU")):
+            ratio = statistics.median(r[i] for r in n) / statistics.median(r[i] for r in a)
+            print(f"{stage}: speed-up nnU-Net / autoseg ({what} time): {ratio:.2f}x (target >= 2x)")
+        results += preprocess_results(a, n, label, stage)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -465,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
         "autoseg preprocesses with its planner's plan, nnU-Net with the plan of its own "
         "nnUNetv2_plan_experiment (untimed), the same configuration (3d_fullres for 3D data, 2d "
         "for 2D): target spacing and storage (autoseg .npy, nnU-Net blosc2) can differ",
+        "fingerprint + plan + preprocess: autoseg's run_fingerprint, run_plan (memory rules "
+        "for the CPU, no time budget) and preprocess_dataset in one process; nnU-Net's "
+        "nnUNetv2_plan_and_preprocess -c CONFIG -np N -npfp N --clean; both plan all their "
+        "configurations and preprocess the one compared",
         "alternating: one untimed warm-up run each, then rounds of one run per system, "
         "the order reversed every other round",
         "peak memory: summed PSS of the process tree sampled every 20 ms, largest of the "

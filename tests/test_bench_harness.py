@@ -223,7 +223,11 @@ def test_preprocess_benchmark_on_named_datasets(tmp_path, monkeypatch):
     assert bench_preprocess.main([*args, "--json", str(out)]) == 0
     written = json.loads(out.read_text())
     wall = [f for f in written["results"] if f["metric"] == "wall time"]
-    assert [f["name"] for f in wall] == ["preprocess, phantom_us2d (30 cases), 2d"]
+    assert [f["name"] for f in wall] == [
+        "preprocess, phantom_us2d (30 cases), 2d",
+        "fingerprint + plan + preprocess, phantom_us2d (30 cases), 2d",
+    ]
+    assert wall[1]["autoseg"] > 0 and wall[1]["nnunet"] is None
     assert wall[0]["autoseg"] > 0 and wall[0]["nnunet"] is None
     assert any("skipped, shared data absent: usgra_seg" in n for n in written["notes"])
     pre = tmp_path / "w" / "phantom_us2d" / "autoseg_root" / "preprocessed"
