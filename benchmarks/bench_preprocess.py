@@ -363,9 +363,59 @@ def _write_json(path: Path, results: list[Result], notes: list[str]) -> None:
     print(f"results: {out}")
 
 
+Command = tuple[list[str], dict[str, str]]  # argv and environment of one timed process
+STAGES = ("preprocess", "fingerprint + plan + preprocess")
+
+
+def autoseg_commands(name: str, root: Path, config: str, workers: int) -> dict[str, Command]:
+    """autoseg's command per stage: preprocessing alone (the plan already there), and the
+    whole first stage in one process as ``plan-and-train`` runs it."""
+    common = f"{name!r}, {str(root)!r}"
+    preprocess = (
+        f"preprocess_dataset({common}, configs=[{config!r}], num_workers={workers}, "
+        "overwrite=True, progress=False)"
+    )
+    pipeline = (
+        "from autoseg.fingerprint import run_fingerprint; from autoseg.planning import run_plan; "
+        f"run_fingerprint({common}, overwrite=True, num_workers={workers}, progress=False); "
+        f"run_plan({common}, device='cpu', overwrite=True, progress=False); "
+    )
+    head = "from autoseg.preprocessing import preprocess_dataset; "
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    codes = (head + preprocess, head + pipeline + preprocess)
+    return {stage: ([sys.executable, "-c", code], env) for stage, code in zip(STAGES, codes)}
+
+
+def nnunet_commands(
+    bindir: Path, nn_raw: Path, nn_id: int, config: str, workers: int, work: Path
+) -> dict[str, Command]:
+    """nnU-Net's command per stage, after its untimed fingerprint and plan (which
+    ``nnUNetv2_preprocess`` needs)."""
+    nn_env = dict(
+        os.environ,
+        nnUNet_raw=str(nn_raw),
+        nnUNet_preprocessed=str(work / "nnunet_preprocessed"),
+        nnUNet_results=str(work / "nnunet_results"),
+    )
+    ident, w = ["-d", str(nn_id)], str(workers)
+    # nnU-Net's planner sets torch threads to nnUNet_n_proc_DA, which fails at 0 (the value
+    # that keeps its training in one process): give it 1 where it plans
+    plan_env = dict(nn_env)
+    if plan_env.get("nnUNet_n_proc_DA") == "0":
+        plan_env["nnUNet_n_proc_DA"] = "1"
+    for step in (["nnUNetv2_extract_fingerprint", *ident, "-np", w],
+                 ["nnUNetv2_plan_experiment", *ident]):  # fmt: skip
+        run_measured([str(bindir / step[0]), *step[1:]], plan_env)
+    preprocess = [str(bindir / "nnUNetv2_preprocess"), *ident, "-c", config, "-np", w]
+    # --clean: a new fingerprint every time, as autoseg's overwrite=True
+    pipeline = [str(bindir / "nnUNetv2_plan_and_preprocess"), *ident, "-c", config]
+    pipeline += ["-np", w, "-npfp", w, "--clean"]
+    return dict(zip(STAGES, ((preprocess, nn_env), (pipeline, plan_env))))
+
+
 def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Result] | None:
     """Both systems on one dataset (``thigh``: the generated phantoms; otherwise an accuracy
-    benchmark dataset); ``None`` when that dataset's shared data is absent."""
+    benchmark dataset), every stage; ``None`` when that dataset's shared data is absent."""
     from accuracy_cv import missing_source
 
     if choice != "thigh" and (missing := missing_source(choice)) is not None:
@@ -384,36 +434,14 @@ def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Res
         n = len(list((dataset_dir / "labelsTr").iterdir()))
         label = f"{choice} ({n} cases), {config}"
     print(f"\ndataset: {label}; workers={args.workers}")
-    name, w = dataset_dir.name, args.workers
-    # preprocessing alone, with the plan already there
-    code = (
-        "from autoseg.preprocessing import preprocess_dataset; "
-        f"preprocess_dataset({name!r}, {str(root)!r}, configs=[{config!r}], "
-        f"num_workers={w}, overwrite=True, progress=False)"
-    )
-    # the whole first stage as plan-and-train runs it: fingerprint, plan, preprocess
-    pipeline = (
-        "from autoseg.fingerprint import run_fingerprint; from autoseg.planning import run_plan; "
-        "from autoseg.preprocessing import preprocess_dataset; "
-        f"run_fingerprint({name!r}, {str(root)!r}, overwrite=True, num_workers={w}, "
-        "progress=False); "
-        f"run_plan({name!r}, {str(root)!r}, device='cpu', overwrite=True, progress=False); "
-        f"preprocess_dataset({name!r}, {str(root)!r}, configs=[{config!r}], num_workers={w}, "
-        "overwrite=True, progress=False)"
-    )
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    ours = {
-        "preprocess": ([sys.executable, "-c", code], env),
-        "fingerprint + plan + preprocess": ([sys.executable, "-c", pipeline], env),
-    }
+    ours = autoseg_commands(dataset_dir.name, root, config, args.workers)
     if nnunet_absent(args.nnunet_bin):
         results = []
-        for stage, cmd in ours.items():
-            (runs,) = alternate([cmd], args.repeats)
+        for stage in STAGES:
+            (runs,) = alternate([ours[stage]], args.repeats)
             print(f"{stage}: autoseg  {_fmt(runs)}")
             results += preprocess_results(runs, [], label, stage)
         return results
-    bindir = args.nnunet_bin.parent
     if choice == "thigh":  # the phantom folder is in both systems' layout already
         nn_raw, nn_id = root / "raw", DATASET_ID
     else:  # autoseg's nnU-Net export of the same files
@@ -422,35 +450,10 @@ def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Res
         nn_raw = work / choice / "nnunet_raw"
         nn_folder = export_nnunet(dataset_dir, nn_raw, overwrite=True, progress=False)
         nn_id = int(nn_folder.name[len("Dataset") :].split("_")[0])
-    nn_env = dict(
-        os.environ,
-        nnUNet_raw=str(nn_raw),
-        nnUNet_preprocessed=str(work / choice / "nnunet_preprocessed"),
-        nnUNet_results=str(work / choice / "nnunet_results"),
-    )
-    ident = ["-d", str(nn_id)]
-    # nnU-Net's planner sets torch threads to nnUNet_n_proc_DA, which fails at 0 (the value
-    # that keeps its training in one process); planning is untimed, so give it 1 there
-    plan_env = dict(nn_env)
-    if plan_env.get("nnUNet_n_proc_DA") == "0":
-        plan_env["nnUNet_n_proc_DA"] = "1"
-    for step in (["nnUNetv2_extract_fingerprint", *ident, "-np", str(w)],
-                 ["nnUNetv2_plan_experiment", *ident]):  # fmt: skip
-        run_measured([str(bindir / step[0]), *step[1:]], plan_env)
-    theirs = {
-        "preprocess": (
-            [str(bindir / "nnUNetv2_preprocess"), *ident, "-c", config, "-np", str(w)],
-            nn_env,
-        ),
-        # --clean: a new fingerprint every time, as autoseg's overwrite=True
-        "fingerprint + plan + preprocess": (
-            [str(bindir / "nnUNetv2_plan_and_preprocess"), *ident, "-c", config]
-            + ["-np", str(w), "-npfp", str(w), "--clean"],
-            plan_env,
-        ),
-    }
+    bindir = args.nnunet_bin.parent
+    theirs = nnunet_commands(bindir, nn_raw, nn_id, config, args.workers, work / choice)
     results = []
-    for stage in ours:
+    for stage in STAGES:
         a, n = alternate([ours[stage], theirs[stage]], args.repeats)
         print(f"{stage}: autoseg  {_fmt(a)}")
         print(f"{stage}: nnU-Net  {_fmt(n)}")

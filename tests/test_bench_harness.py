@@ -286,3 +286,31 @@ def test_run_all_runs_accuracy_once_per_dataset_and_skips_absent_data(tmp_path, 
     }
     assert (out / "logs" / "accuracy_phantom_mri3d.log").is_file()
     assert "absent not found" in statuses[1].message
+
+
+def test_nnunet_commands_plan_untimed_then_give_both_stages(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    import bench_preprocess
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.txt"
+    for tool in ("nnUNetv2_extract_fingerprint", "nnUNetv2_plan_experiment"):
+        stub = bindir / tool
+        stub.write_text(f'#!/bin/sh\necho "{tool} $* threads=$nnUNet_n_proc_DA" >> {log}\n')
+        stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    cmds = bench_preprocess.nnunet_commands(bindir, tmp_path / "raw", 934, "2d", 2, tmp_path)
+    assert log.read_text().splitlines() == [
+        "nnUNetv2_extract_fingerprint -d 934 -np 2 threads=1",
+        "nnUNetv2_plan_experiment -d 934 threads=1",
+    ]
+    (pre, pre_env), (whole, whole_env) = (cmds[s] for s in bench_preprocess.STAGES)
+    assert os.path.basename(pre[0]) == "nnUNetv2_preprocess"
+    assert pre[1:] == ["-d", "934", "-c", "2d", "-np", "2"]
+    assert os.path.basename(whole[0]) == "nnUNetv2_plan_and_preprocess"
+    assert whole[1:] == ["-d", "934", "-c", "2d", "-np", "2", "-npfp", "2", "--clean"]
+    assert pre_env["nnUNet_raw"] == str(tmp_path / "raw") and pre_env["nnUNet_n_proc_DA"] == "0"
+    assert whole_env["nnUNet_n_proc_DA"] == "1"
