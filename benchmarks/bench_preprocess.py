@@ -536,3 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

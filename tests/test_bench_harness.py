@@ -314,3 +314,22 @@ def test_nnunet_commands_plan_untimed_then_give_both_stages(tmp_path, monkeypatc
     assert whole[1:] == ["-d", "934", "-c", "2d", "-np", "2", "-npfp", "2", "--clean"]
     assert pre_env["nnUNet_raw"] == str(tmp_path / "raw") and pre_env["nnUNet_n_proc_DA"] == "0"
     assert whole_env["nnUNet_n_proc_DA"] == "1"
+
+
+def test_every_benchmark_script_runs_as_a_script() -> None:
+    """run_all starts ``python bench_<name>.py``: without the ``__main__`` guard calling main()
+    a script exits 0 having done nothing (which a refactor once caused)."""
+    import ast
+
+    scripts = sorted(run_all.BENCH_DIR.glob("bench_*.py")) + [run_all.BENCH_DIR / "run_all.py"]
+    assert len(scripts) >= 7
+    for script in scripts:
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+        guards = [
+            node
+            for node in tree.body
+            if isinstance(node, ast.If)
+            and "__main__" in ast.unparse(node.test)
+            and "main(" in ast.unparse(node)
+        ]
+        assert guards, f"{script.name} never calls main() when run"
