@@ -6,7 +6,8 @@ Usage (from the repository root; development settings on core 1 with one thread)
         benchmarks/bench_inference.py [--kinds mri3d us2d] [--cases 10] [--folds 0]
         [--repeats 3] [--threads 1] [--cpus 1]
         [--device cpu|cuda] [--tta on off] [--train-cases 20 30] [--train-epochs 4]
-        [--train-iterations 50] [--plan-budget 900] [--model-root ROOT --dataset NAME ...]
+        [--train-iterations 50] [--plan-budget 900] [--model-root ROOT --dataset NAME ...
+        [--test-set phantoms|validation]]
         [--json benchmarks/results/inference.json] [--workdir DIR]
 
 Smoke run: ``... bench_inference.py --cases 3 --folds 0 --train-epochs 1 --train-iterations 20
@@ -30,7 +31,10 @@ converted with ``benchmarks/nnunet_bridge.py`` (``nnunet_plans_from_autoseg`` +
 **Test set.** ``--cases`` held-back phantoms (seed ``--seed``, default 2: subjects never seen
 in training) of the default shapes: 3D thigh MRI 24x160x160 at 3x0.75x0.75 mm, 2D wrist
 ultrasound 256x320. They go through ``convert_folder`` like the training data, so both systems
-read the same ``<case>_0000.nii.gz`` files; the masks are kept for Dice.
+read the same ``<case>_0000.nii.gz`` files; the masks are kept for Dice. With ``--model-root``
+and ``--test-set validation`` the test set is instead the model's own dataset: the first
+``--cases`` validation cases of its first fold (images that fold never trained on; every
+channel, linked) — real data such as usgra-seg's 2D ultrasound frames or the BraTS volumes.
 
 **What is timed.** Each CLI call as a user runs it, in a fresh interpreter, pinned with
 ``taskset -c CPUS`` and ``OMP_NUM_THREADS = MKL_NUM_THREADS = --threads``; wall time, CPU time
@@ -533,6 +537,35 @@ def held_back_set(model: Model, n_cases: int, seed: int, work: Path) -> tuple[Pa
     return images, masks, one
 
 
+def validation_set(model: Model, n_cases: int, work: Path) -> tuple[Path, Path, Path]:
+    """(images, masks, folder with the first case only) from the model's own dataset: the
+    first ``n_cases`` validation cases of its first fold (images that fold never trained on),
+    every channel linked, not copied."""
+    from autoseg.io import list_cases, load_dataset_json
+    from autoseg.paths import raw_dir
+
+    raw = raw_dir(model.root) / model.folder
+    splits_file = model.root / "results" / model.folder / "splits.json"
+    val = json.loads(splits_file.read_text(encoding="utf-8"))[model.folds[0]]["val"]
+    wanted = sorted(val)[:n_cases]
+    if len(wanted) < 2:
+        raise SystemExit(f"{splits_file}: fold {model.folds[0]} has < 2 validation cases")
+    cases = {c.case_id: c for c in list_cases(raw, load_dataset_json(raw))}
+    base = work / "test_validation" / model.folder
+    images, masks, one = base / "images", base / "masks", base / "one"
+    for folder in (images, masks, one):
+        folder.mkdir(parents=True, exist_ok=True)
+    for i, cid in enumerate(wanted):
+        case = cases[cid]
+        links = [(f, images / f.name) for f in case.images]
+        links.append((case.label, masks / case.label.name))
+        links += [(f, one / f.name) for f in case.images] if i == 0 else []
+        for src, dst in links:
+            if not dst.exists():
+                dst.symlink_to(src.resolve())
+    return images, masks, one
+
+
 def export_to_nnunet(model: Model, nnunet_results: Path) -> str:
     """Write the nnU-Net results folder with every fold's weights; returns its dataset name."""
     import nnunet_bridge as bridge
@@ -695,6 +728,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--model-root", type=Path, help="AUTOSEG_ROOT of trained datasets")
     p.add_argument("--dataset", nargs="+", help="trained dataset(s) under --model-root")
     p.add_argument(
+        "--test-set",
+        choices=("phantoms", "validation"),
+        default="phantoms",
+        help="phantoms: new phantoms of the model's kind; validation (with --model-root): the "
+        "first --cases validation cases of the first fold of the model's own dataset",
+    )
+    p.add_argument(
         "--train-cases",
         nargs="+",
         type=int,
@@ -722,6 +762,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--cases must be >= 2 (per-case time subtracts a 1-case call)")
     if bool(args.model_root) != bool(args.dataset):
         p.error("--model-root and --dataset go together")
+    if args.test_set == "validation" and not args.model_root:
+        p.error("--test-set validation needs a trained dataset (--model-root, --dataset)")
     args.folds = [int(f) for f in str(args.folds).replace(",", " ").split()]
     args.tta_flags = [t == "on" for t in args.tta]
     counts = args.train_cases or []
@@ -791,13 +833,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         for model in models:
             check_exportable(model)
-            images, masks, one = held_back_set(model, args.cases, args.seed, work)
+            if args.test_set == "validation":
+                images, masks, one = validation_set(model, args.cases, work)
+            else:
+                images, masks, one = held_back_set(model, args.cases, args.seed, work)
             cases = sorted(p.name[: -len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))
             nn_name = export_to_nnunet(model, work / "nnunet_results") if have_nnunet else None
             cfg = model.plan["configurations"][model.config]
+            label, test = model.kind.label, f"seed {args.seed}"
+            if args.test_set == "validation":
+                label = f"{model.folder} ({model.kind.label})"
+                test = f"validation cases of fold {model.folds[0]}"
             print(
-                f"\n[{model.kind.label}] {model.folder} {model.config} folds {model.folds}: "
-                f"patch {cfg['patch_size']}, {len(cases)} test cases (seed {args.seed})",
+                f"\n[{label}] {model.folder} {model.config} folds {model.folds}: "
+                f"patch {cfg['patch_size']}, {len(cases)} test cases ({test})",
                 flush=True,
             )
             runs, outputs = measure(model, nn_name, images, one, work, args)
@@ -805,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for tta in args.tta_flags:
                 dices = dice_results(outputs, masks, cases, labels, tta)
                 results += summarise(
-                    model.kind.label,
+                    label,
                     tta,
                     len(cases),
                     runs[("autoseg", tta)],
@@ -821,7 +870,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "patch_size": cfg["patch_size"],
                     "spacing": cfg.get("spacing"),
                     "test_cases": cases,
-                    "test_seed": args.seed,
+                    "test_set": test,
                     "model_root": str(model.root),
                     "self_trained": not args.model_root,
                     "train_epochs": None if args.model_root else args.train_epochs,

@@ -167,3 +167,26 @@ def test_bytecode_env():
     env = bi.bytecode_env({"PYTHONDONTWRITEBYTECODE": "1", "A": "b"}, Path("/w/pyc"))
     assert "PYTHONDONTWRITEBYTECODE" not in env
     assert env["PYTHONPYCACHEPREFIX"] == "/w/pyc" and env["A"] == "b"
+
+
+def test_validation_set_links_the_first_folds_unseen_cases(tmp_path):
+    import json
+
+    from conftest import tiny_us_dataset
+
+    root = tmp_path / "root"
+    raw = tiny_us_dataset(root, 77, 6)
+    splits = [{"train": ["case0", "case1", "case2"], "val": ["case5", "case3", "case4"]}]
+    (root / "results" / raw.name).mkdir(parents=True)
+    (root / "results" / raw.name / "splits.json").write_text(json.dumps(splits * 5))
+    model = bi.Model(bi.KINDS["us2d"], root, raw.name, "2d", [0], {})
+    images, masks, one = bi.validation_set(model, 2, tmp_path / "work")
+    assert sorted(p.name for p in images.iterdir()) == ["case3_0000.nii.gz", "case4_0000.nii.gz"]
+    assert sorted(p.name for p in masks.iterdir()) == ["case3.nii.gz", "case4.nii.gz"]
+    assert [p.name for p in one.iterdir()] == ["case3_0000.nii.gz"]
+    assert (images / "case3_0000.nii.gz").resolve() == (raw / "imagesTr" / "case3_0000.nii.gz")
+    assert bi.validation_set(model, 2, tmp_path / "work")[0] == images  # again: links kept
+    with pytest.raises(SystemExit, match="< 2 validation cases"):
+        bi.validation_set(model, 1, tmp_path / "work1")
+    with pytest.raises(SystemExit):  # validation needs a trained dataset
+        bi.parse_args(["--test-set", "validation"])
