@@ -570,9 +570,11 @@ def export_to_nnunet(model: Model, nnunet_results: Path) -> str:
     """Write the nnU-Net results folder with every fold's weights; returns its dataset name."""
     import nnunet_bridge as bridge
 
+    from autoseg.inference.predictor import trained_mirror_axes
     from autoseg.io import load_dataset_json
     from autoseg.io.nnunet import nnunet_folder_name
     from autoseg.paths import preprocessed_dir, raw_dir
+    from autoseg.planning.plan import plan_from_dict
     from autoseg.training.checkpoint import load_checkpoint
 
     raw = raw_dir(model.root) / model.folder
@@ -588,8 +590,17 @@ def export_to_nnunet(model: Model, nnunet_results: Path) -> str:
         state = load_checkpoint(ckpt / "checkpoint_final.pt")
         states[fold] = bridge.nnunet_state_dict(state["model"], json.loads(state["arch"]))
     dataset_json = load_dataset_json(raw).to_dict(nnunet_only=True)
+    # the same test-time mirroring as autoseg: the axes its training mirrored
+    axes = trained_mirror_axes(plan_from_dict(model.plan), model.config)
     bridge.write_nnunet_model(
-        nnunet_results, nn_name, nn_plans, model.config, dataset_json, states, trainer=TRAINER
+        nnunet_results,
+        nn_name,
+        nn_plans,
+        model.config,
+        dataset_json,
+        states,
+        trainer=TRAINER,
+        mirror_axes=axes,
     )
     return nn_name
 

@@ -892,6 +892,7 @@ def write_nnunet_model(
     dataset_json: dict,
     fold_states: dict[int, Mapping[str, torch.Tensor]],
     trainer: str = TRAINER,
+    mirror_axes: Sequence[int] | None = None,
 ) -> Path:
     """nnU-Net's results layout for weights trained elsewhere; returns the model folder.
 
@@ -899,8 +900,9 @@ def write_nnunet_model(
     fold_<k>/checkpoint_final.pth}``: what ``nnUNetv2_predict -d ID -c CONFIG -p PLANS -tr
     TRAINER -f 0 1 ...`` reads. ``fold_states`` maps a fold to its weights — nnU-Net's (from
     :func:`nnunet_state_dict`) or autoseg's own ``UNet`` state dict, converted here with the
-    architecture of ``nnunet_plans``. Mirroring at inference covers every spatial axis, as
-    autoseg's test-time augmentation does.
+    architecture of ``nnunet_plans``. Mirroring at inference covers ``mirror_axes`` (spatial
+    axes of the network input; default every axis) — pass autoseg's
+    ``predictor.trained_mirror_axes`` so that both systems' test-time augmentation is the same.
     """
     plans_name = nnunet_plans["plans_name"]
     cfg = nnunet_configuration(nnunet_plans, config)
@@ -935,7 +937,9 @@ def write_nnunet_model(
                 "device": torch.device("cpu"),
             },
             "trainer_name": trainer,
-            "inference_allowed_mirroring_axes": tuple(range(dim)),
+            "inference_allowed_mirroring_axes": tuple(
+                range(dim) if mirror_axes is None else (int(a) for a in mirror_axes)
+            ),
         }
         path = folder / f"fold_{fold}" / "checkpoint_final.pth"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -519,3 +519,18 @@ def test_nnunet_preprocesses_and_predicts_autosegs_configuration(
     src = sitk.ReadImage(str(image))
     assert seg.GetSize() == src.GetSize()
     assert seg.GetSpacing() == pytest.approx(src.GetSpacing())
+
+
+def test_written_model_mirrors_the_axes_it_is_given(tmp_path):
+    """nnU-Net's test-time mirroring follows the axes passed (autoseg's trained ones)."""
+    plan = _small_plan(MRI_PLAN, "3d_fullres", SMALL_3D, [8, 16, 24])
+    nn_plans = bridge.nnunet_plans_from_autoseg(plan, "3d_fullres", "Dataset901_Thigh")
+    dataset_json = {"channel_names": {"0": "T2"}, "labels": plan["labels"], "numTraining": 2}
+    states = {0: build_network(SMALL_3D).state_dict()}
+    for axes, expected in ((None, (0, 1, 2)), ((2,), (2,))):
+        folder = bridge.write_nnunet_model(
+            tmp_path / str(axes), "Dataset901_Thigh", nn_plans, "3d_fullres", dataset_json,
+            states, mirror_axes=axes,
+        )  # fmt: skip
+        ckpt = torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=False)
+        assert ckpt["inference_allowed_mirroring_axes"] == expected

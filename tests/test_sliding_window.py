@@ -115,3 +115,58 @@ def test_bfloat16_prediction_stays_close_to_float32(monkeypatch):
     half = predict_sliding_window(net, image, spec, amp=True)
     assert not torch.equal(full, half)
     torch.testing.assert_close(half, full, atol=0.03, rtol=0)
+
+
+def test_tta_mirrors_only_the_axes_training_mirrored():
+    from autoseg.inference.sliding_window import _mirror_sets, tta_mirror_axes
+
+    assert tta_mirror_axes((0, 1, 2), 3) == (0, 1, 2)
+    assert tta_mirror_axes((0, 1, 2), 2) == (0, 1)  # a 2D network sees the view's (y, x)
+    assert tta_mirror_axes((2,), 2) == (1,)  # ultrasound: left-right only
+    assert tta_mirror_axes((), 2) == ()
+    assert _mirror_sets(2, True) == [(), (2,), (3,), (2, 3)]
+    assert _mirror_sets(2, True, (1,)) == [(), (3,)]
+    assert _mirror_sets(2, False, (1,)) == [()]
+
+
+def test_a_depth_flip_the_network_never_saw_is_not_averaged_in():
+    """A net that is not mirror-symmetric along y: with only x mirrored, TTA of a pointwise
+    (flip-equivariant) net still equals the plain prediction, and the y flip is never run."""
+    calls = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 1)
+
+        def forward(self, x):
+            calls.append(x.clone())
+            return self.conv(x)
+
+    net = Recorder().eval()
+    image = torch.randn(1, 1, 8, 8)
+    image[..., :4, :] += 3.0  # top half bright: a y flip would show a different image
+    spec = WindowSpec((8, 8), 2, mirror=True, mirror_axes=(1,))
+    probs = predict_sliding_window(net, image, spec, amp=False)
+    plain = predict_sliding_window(net, image, WindowSpec((8, 8), 2, mirror=False), amp=False)
+    torch.testing.assert_close(probs, plain, atol=1e-5, rtol=1e-5)
+    seen = [c[0, 0] for c in calls[: len(calls) - 1]]
+    assert any(torch.allclose(s, image[0, 0].flip(-1)) for s in seen)  # the x flip ran
+    assert not any(torch.allclose(s, image[0, 0].flip(-2)) for s in seen)  # no y flip
+
+
+def test_window_spec_follows_the_plans_modality():
+    from autoseg.inference.predictor import window_spec
+    from autoseg.planning import plan_dataset
+    from autoseg.planning.patch import approximate_memory_gb
+    from autoseg.planning.synthetic import synthetic_fingerprint
+
+    def plan(modality, shape, spacing):
+        fp = synthetic_fingerprint("903_T", shape, spacing, modality=modality)
+        return plan_dataset(fp, gpu_memory_gb=8, device="cpu", estimator=approximate_memory_gb)
+
+    us = plan("ultrasound", [256, 320], [1.0, 1.0])
+    assert window_spec(us, "2d", tta=True).mirror_axes == (1,)  # left-right only
+    mri = plan("mri", [24, 160, 160], [3.0, 0.75, 0.75])
+    assert window_spec(mri, "3d_fullres", tta=True).mirror_axes == (0, 1, 2)
+    assert window_spec(mri, "2d", tta=True).mirror_axes == (0, 1)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from autoseg.errors import AutosegError
-from autoseg.inference.sliding_window import WindowSpec, predict_sliding_window
+from autoseg.inference.sliding_window import WindowSpec, predict_sliding_window, tta_mirror_axes
 from autoseg.io import Geometry
 from autoseg.networks import build_network
 from autoseg.training.checkpoint import load_checkpoint
@@ -101,6 +101,17 @@ def load_fold_models(
     return models
 
 
+def trained_mirror_axes(plan: Any, config: str) -> tuple[int, ...]:
+    """The network-input axes the configuration's training augmentation mirrored (the
+    loader's profile follows the plan's modalities: ultrasound flips left-right only)."""
+    from autoseg.data import get_profile
+    from autoseg.data.loader import modality_profile
+
+    modality = {"fingerprint": {"modality": dict(plan.fingerprint.modality)}}
+    profile = get_profile(modality_profile(modality))
+    return tta_mirror_axes(profile.mirror_axes, len(plan.configurations[config].patch_size))
+
+
 def window_spec(plan: Any, config: str, *, tta: bool, overlap: float = 0.5) -> WindowSpec:
     cfg = plan.configurations[config]
     return WindowSpec(
@@ -110,6 +121,7 @@ def window_spec(plan: Any, config: str, *, tta: bool, overlap: float = 0.5) -> W
         slice_axis=int(cfg.slice_axis or 0) if cfg.dim < plan.dim else 0,
         overlap=overlap,
         mirror=tta,
+        mirror_axes=trained_mirror_axes(plan, config),
     )
 
 
