@@ -55,6 +55,17 @@ def missing_source(name: str) -> Path | None:
     return src if src is not None and not src.is_dir() else None
 
 
+def converted(name: str, root: Path) -> Path | None:
+    """The raw folder of ``name`` converted under ``root`` (once, by :func:`prepare`); ``None``,
+    said on the console, when its shared data is absent (the speed benchmarks skip it then)."""
+    from autoseg.paths import raw_dir
+
+    if (missing := missing_source(name)) is not None:
+        print(f"{name}: skipped, {missing} not found (the shared data)")
+        return None
+    return raw_dir(root) / prepare(name, root)
+
+
 def prepare(name: str, root: Path) -> str:
     """Convert ``name`` under ``root`` once; returns the dataset folder name."""
     from autoseg.io.convert import convert_folder

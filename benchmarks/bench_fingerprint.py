@@ -169,9 +169,7 @@ def _write_json(path: Path, results: list[Result], notes: list[str]) -> None:
 def dataset_for(choice: str, args: argparse.Namespace, work: Path) -> Path | None:
     """The raw folder of one ``--dataset`` value (generated or converted once under ``work``);
     ``None`` when a real dataset's shared data is absent."""
-    from accuracy_cv import DATASETS, missing_source, prepare
-
-    from autoseg.paths import raw_dir
+    from accuracy_cv import DATASETS, converted
 
     if choice == "synthetic":
         dataset_dir = work / "raw" / "900_BenchTube"
@@ -179,11 +177,7 @@ def dataset_for(choice: str, args: argparse.Namespace, work: Path) -> Path | Non
             make_tube_dataset(dataset_dir, n_cases=args.cases, shape=tuple(args.shape))
         return dataset_dir
     if choice in DATASETS:
-        if (missing := missing_source(choice)) is not None:
-            print(f"{choice}: skipped, {missing} not found (the shared data)")
-            return None
-        root = work / choice / "autoseg_root"
-        return raw_dir(root) / prepare(choice, root)
+        return converted(choice, work / choice / "autoseg_root")
     return Path(choice).expanduser().resolve()
 
 

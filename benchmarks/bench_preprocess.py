@@ -175,20 +175,6 @@ def write_plan(root: Path, dataset_dir: Path) -> None:
     save_plan(plan, root / "preprocessed" / dataset_dir.name / "plans.json")
 
 
-def prepare_named(root: Path, name: str) -> tuple[Path, str]:
-    """One of the accuracy benchmark's datasets converted under ``root`` and planned by
-    autoseg's own planner (untimed); returns the raw folder and the configuration to time."""
-    from accuracy_cv import prepare
-    from bench_accuracy import DEFAULT_NNUNET_CONFIG
-
-    from autoseg.paths import raw_dir
-    from autoseg.planning import run_plan
-
-    dataset_dir = raw_dir(root) / prepare(name, root)
-    run_plan(dataset_dir, root, device="cpu", progress=False)
-    return dataset_dir, DEFAULT_NNUNET_CONFIG[name]
-
-
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -416,11 +402,11 @@ def nnunet_commands(
 def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Result] | None:
     """Both systems on one dataset (``thigh``: the generated phantoms; otherwise an accuracy
     benchmark dataset), every stage; ``None`` when that dataset's shared data is absent."""
-    from accuracy_cv import missing_source
+    from accuracy_cv import converted
+    from bench_accuracy import DEFAULT_NNUNET_CONFIG
 
-    if choice != "thigh" and (missing := missing_source(choice)) is not None:
-        print(f"{choice}: skipped, {missing} not found (the shared data)")
-        return None
+    from autoseg.planning import run_plan
+
     root = work / choice / "autoseg_root"
     if choice == "thigh":
         config = "3d_fullres"
@@ -429,8 +415,11 @@ def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Res
         shape = "x".join(str(v) for v in args.shape)
         spacing = "varied" if args.vary_spacing else "uniform"
         label = f"{args.cases} x {shape}, {spacing} spacing"
-    else:
-        dataset_dir, config = prepare_named(root, choice)
+    else:  # planned by autoseg's own planner, untimed
+        if (converted_dir := converted(choice, root)) is None:
+            return None
+        dataset_dir, config = converted_dir, DEFAULT_NNUNET_CONFIG[choice]
+        run_plan(dataset_dir, root, device="cpu", progress=False)
         n = len(list((dataset_dir / "labelsTr").iterdir()))
         label = f"{choice} ({n} cases), {config}"
     print(f"\ndataset: {label}; workers={args.workers}")
