@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 from conftest import tiny_us_dataset
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from autoseg.cli import main
@@ -353,6 +353,15 @@ shape_3d = st.tuples(st.integers(8, 80), st.integers(48, 384), st.integers(48, 3
     speed=st.sampled_from([0.3, 3.0, 30.0]),
     device=st.sampled_from(["cpu", "cuda"]),
 )
+@example(  # found by hypothesis: twice the budget keeps 3d_fullres alone at its full patch
+    shape=(8, 48, 48),
+    spacing=(1.0, 1.0, 0.5),
+    fraction=0.1,
+    extent_share=0.5,
+    budget_s=842.0,
+    speed=30.0,
+    device="cuda",
+)
 def test_random_3d_budget_plans(shape, spacing, fraction, extent_share, budget_s, speed, device):
     extent = [max(v * s * extent_share, s) for v, s in zip(shape, spacing)]
     fp = synthetic_fingerprint(
@@ -378,11 +387,19 @@ def test_random_3d_budget_plans(shape, spacing, fraction, extent_share, budget_s
         assert len(plan.configurations) == 1
         return
     # a bigger budget keeps a superset, or affords a configuration ranked higher by the keep
-    # order (3d_fullres alone instead of 2d alone when both do not fit together)
+    # order (3d_fullres alone instead of 2d alone when both do not fit together), or grows the
+    # best-ranked configuration both keep (3d_fullres at its full patch alone instead of a
+    # shrunken 3d_fullres beside 2d)
     small, big = set(plan.configurations), set(bigger.configurations)
     if not small <= big:
         rank = bd.keep_order(sorted(small | big), None)
-        assert min(rank.index(n) for n in big) < min(rank.index(n) for n in small)
+        top_big, top_small = (min(rank.index(n) for n in names) for names in (big, small))
+        if top_big == top_small:
+            best = rank[top_big]
+            grown = _size(bigger.configurations[best]), _size(plan.configurations[best])
+            assert all(x >= y for x, y in zip(*grown)) and grown[0] != grown[1], best
+        else:
+            assert top_big < top_small
     if small == big:
         for name, c in plan.configurations.items():
             d = bigger.configurations[name]
