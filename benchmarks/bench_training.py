@@ -404,8 +404,6 @@ def drive_autoseg(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# The trainer's optimizers by the memory estimator's names (SGD keeps a momentum buffer).
-ESTIMATOR_OPTIMIZER = {"sgd": "sgd_momentum", "adamw": "adamw"}
 # tests/test_memory.py's GPU test holds the estimate to within 15 % of max_memory_allocated.
 ESTIMATE_TOLERANCE = 0.15
 
@@ -415,10 +413,10 @@ def planner_estimate_mb(
 ) -> float:
     """The planner's estimate of one AMP training step, in MB, without the CUDA context (which
     ``torch.cuda.max_memory_allocated`` does not count either)."""
-    from autoseg.networks.memory import estimate_training_memory
+    from autoseg.networks.memory import TRAINER_OPTIMIZERS, estimate_training_memory
 
     est = estimate_training_memory(
-        arch, list(patch), int(batch), amp=True, optimizer=ESTIMATOR_OPTIMIZER[optimizer]
+        arch, list(patch), int(batch), amp=True, optimizer=TRAINER_OPTIMIZERS[optimizer]
     )
     return est.total_bytes / 2**20
 

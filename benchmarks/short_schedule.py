@@ -31,12 +31,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from autoseg.planning.plan import SGD_WEIGHT_DECAY  # noqa: E402
+from autoseg.planning.schedule import ADAMW_WEIGHT_DECAY  # noqa: E402
+
 # The fixed networks: what the demo's 6-minute / 4-minute budgets planned on 2 cores.
 FIXED = {
     "mri3d": {"patch": [64, 80], "features": [8, 16, 32, 64, 128]},
     "us2d": {"patch": [32, 64], "features": [8, 16, 32, 64, 128]},
 }
-WEIGHT_DECAY = {"sgd": 3e-5, "adamw": 1e-4}
+WEIGHT_DECAY = {"sgd": SGD_WEIGHT_DECAY, "adamw": ADAMW_WEIGHT_DECAY}
 
 
 def prepare(kind: str, work: Path) -> tuple[str, Path]:

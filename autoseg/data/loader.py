@@ -158,7 +158,7 @@ class LoaderConfig:
             window = tuple(int(v) for v in c["crop_window"])
         profile = c.get("augmentation_profile") or c.get("modality")
         if isinstance(profile, Mapping):  # per-channel modalities, as in the fingerprint
-            profile = modality_profile({"fingerprint": {"modality": profile}})
+            profile = profile_of_modalities(profile)
         if not profile and plan is not None:
             profile = modality_profile(plan)
         if not profile and geometric and geometric not in _GEOMETRIC_PROFILES:
@@ -204,7 +204,12 @@ def _first(d: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
 
 def modality_profile(plan: Mapping[str, Any]) -> str:
     """Imaging profile for a whole plan dict from its fingerprint's channel modalities."""
-    modality = ((plan.get("fingerprint") or {}).get("modality")) or {}
+    return profile_of_modalities(((plan.get("fingerprint") or {}).get("modality")) or {})
+
+
+def profile_of_modalities(modality: Mapping[str, Any]) -> str:
+    """Imaging profile for per-channel modalities (``{"0": "ultrasound"}``): ultrasound wins,
+    then MRI, else the default profile."""
     values = {str(v).lower() for v in modality.values()}
     if "ultrasound" in values:
         return "ultrasound"

@@ -105,10 +105,9 @@ def trained_mirror_axes(plan: Any, config: str) -> tuple[int, ...]:
     """The network-input axes the configuration's training augmentation mirrored (the
     loader's profile follows the plan's modalities: ultrasound flips left-right only)."""
     from autoseg.data import get_profile
-    from autoseg.data.loader import modality_profile
+    from autoseg.data.loader import profile_of_modalities
 
-    modality = {"fingerprint": {"modality": dict(plan.fingerprint.modality)}}
-    profile = get_profile(modality_profile(modality))
+    profile = get_profile(profile_of_modalities(plan.fingerprint.modality))
     return tta_mirror_axes(profile.mirror_axes, len(plan.configurations[config].patch_size))
 
 

@@ -62,6 +62,9 @@ so it is reported separately as ``reserved_overhead_bytes`` and not included in 
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "sgd_momentum": 1, "adam": 2, "adamw": 2}
 """fp32 copies of the parameters each optimizer keeps: SGD momentum buffer = 1, Adam = 2."""
 
+TRAINER_OPTIMIZERS = {"sgd": "sgd_momentum", "adamw": "adamw"}
+"""The trainer's (and plan's) optimizer names by this module's: its SGD keeps momentum."""
+
 TARGET_DTYPE = torch.int64
 """Label maps as ``F.cross_entropy`` needs them; one per deep-supervision scale."""
 

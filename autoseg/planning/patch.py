@@ -38,18 +38,17 @@ def network_memory_gb(arch: dict[str, Any], patch: tuple[int, ...], batch: int) 
     return float(estimate_training_memory(arch, list(patch), batch, amp=True).device_total_gb)
 
 
-# fp32 copies of the weights an optimizer keeps beyond the one SGD-momentum buffer that every
-# estimate above already counts: AdamW keeps two moments (one copy more).
-EXTRA_OPTIMIZER_STATE_COPIES = {"sgd": 0, "adamw": 1}
-
-
 def extra_optimizer_state_gb(parameters: int, optimizer: str) -> float:
-    """GiB an optimizer needs on top of the estimates, which count SGD's momentum buffer.
+    """GiB an optimizer (the plan's name) needs on top of the estimates, which count SGD's
+    momentum buffer.
 
     The patch and batch are fitted before the schedule decides the optimizer, so a plan that
     trains with AdamW adds its second moment afterwards: 4 bytes per parameter.
     """
-    return EXTRA_OPTIMIZER_STATE_COPIES[optimizer] * 4 * int(parameters) / 2**30
+    from autoseg.networks.memory import OPTIMIZER_STATE_COPIES, TRAINER_OPTIMIZERS
+
+    copies = OPTIMIZER_STATE_COPIES[TRAINER_OPTIMIZERS[optimizer]]
+    return (copies - OPTIMIZER_STATE_COPIES["sgd_momentum"]) * 4 * int(parameters) / 2**30
 
 
 def approximate_memory_gb(arch: dict[str, Any], patch: tuple[int, ...], batch: int) -> float:
