@@ -132,7 +132,7 @@ def test_us2d_end_to_end(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
     # --fp32 reaches the networks (no autocast) and changes next to nothing
-    from autoseg.inference import sliding_window as sw
+    from autoseg.networks import precision as sw
 
     asked: list[bool] = []
     real = sw.autocast_dtype

@@ -7,14 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from autoseg.inference import sliding_window as sw
 from autoseg.inference.sliding_window import (
     WindowSpec,
-    autocast_dtype,
     gaussian_importance,
     predict_sliding_window,
     window_starts,
 )
+from autoseg.networks import precision as sw
+from autoseg.networks.precision import autocast_dtype
 
 
 @given(st.integers(1, 300), st.integers(1, 128), st.sampled_from([0.0, 0.25, 0.5, 0.75]))

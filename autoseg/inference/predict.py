@@ -204,7 +204,7 @@ def load_predictor(
     amp: bool = True,
 ):
     """A :class:`Predictor` for a trained dataset: ``inference.json``'s choice by default.
-    ``amp=False`` predicts in float32 (see ``sliding_window.autocast_dtype``)."""
+    ``amp=False`` predicts in float32 (see ``networks.precision.autocast_dtype``)."""
     from autoseg.inference.predictor import Predictor, load_fold_models
     from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan

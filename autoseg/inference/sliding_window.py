@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoseg.networks import precision
+
 
 @dataclass(frozen=True)
 class WindowSpec:
@@ -86,36 +88,12 @@ def _mirror_sets(
     return [c for r in range(len(spatial) + 1) for c in itertools.combinations(spatial, r)]
 
 
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bfloat16 in hardware (AVX512-BF16 or AMX-BF16)."""
-    try:
-        caps = torch.cpu.get_capabilities()
-    except (AttributeError, RuntimeError):  # older torch, or a CPU torch cannot read
-        return False
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
-
-
-def autocast_dtype(device_type: str, amp: bool = True) -> torch.dtype | None:
-    """The reduced precision inference runs in: float16 on a GPU (as the trainer's AMP);
-    bfloat16 on a CPU that has it in hardware, where a 2D U-Net's forward pass is ~2.4x
-    faster than in float32 (documentation/prediction.md, "Precision"); None (float32)
-    elsewhere — emulated bfloat16 is no faster — or when ``amp`` is off (``--fp32``)."""
-    if not amp:
-        return None
-    if device_type == "cuda":
-        return torch.float16
-    if device_type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
-
-
 def _predict_patch(
     network: nn.Module, x: torch.Tensor, mirror_sets: list[tuple[int, ...]], amp: bool
 ) -> torch.Tensor:
     """Softmax probabilities for a batch of windows, averaged over the mirror set."""
     total = None
-    dtype = autocast_dtype(x.device.type, amp)
+    dtype = precision.autocast_dtype(x.device.type, amp)
     for axes in mirror_sets:
         inp = torch.flip(x, axes) if axes else x
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
