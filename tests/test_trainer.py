@@ -21,6 +21,7 @@ from autoseg.training.trainer import (
     epoch_seed,
     make_optimizer,
     poly_lr,
+    scheduled_lr,
 )
 
 ARCH = {
@@ -202,3 +203,149 @@ def test_time_budget_refits_epochs_after_the_first_epoch(tmp_path):
         _setup(tmp_path), roomy, ["a"], ["b"], tmp_path / "roomy", loader_factory=synthetic_loader
     ).fit()
     assert len(log) == 4  # a generous budget may extend the plan, up to max_epochs
+
+
+def test_scheduled_lr_warms_up_linearly_then_decays_to_zero_at_the_end():
+    lrs = [scheduled_lr(1e-2, i, 100, warmup=10) for i in range(100)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[9] == pytest.approx(1e-2)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))  # rising through the warm-up
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))  # falling after it
+    assert lrs[10] == pytest.approx(1e-2) and 0 < lrs[-1] < 1e-3
+    assert scheduled_lr(1e-2, 100, 100, warmup=10) == 0.0
+    assert scheduled_lr(1e-2, 50, 100) == poly_lr(1e-2, 50, 100)  # no warm-up: poly per step
+
+
+def test_trainer_sets_the_learning_rate_every_iteration_when_asked(tmp_path):
+    seen: list[float] = []
+    opts = _options(epochs=2, iterations_per_epoch=5, warmup_iterations=3, lr_per_iteration=True)
+    trainer = Trainer(
+        _setup(tmp_path),
+        opts,
+        ["a"],
+        ["b"],
+        tmp_path / "out",
+        loader_factory=synthetic_loader,
+        on_iteration=lambda e, i: seen.append(trainer.optimizer.param_groups[0]["lr"]),
+    )
+    trainer.fit()
+    assert seen == pytest.approx([scheduled_lr(opts.initial_lr, i, 10, 3) for i in range(10)])
+    # per epoch (the default): one value per epoch after the warm-up
+    seen.clear()
+    opts = _options(epochs=2, iterations_per_epoch=5, warmup_iterations=2)
+    trainer = Trainer(
+        _setup(tmp_path),
+        opts,
+        ["a"],
+        ["b"],
+        tmp_path / "per_epoch",
+        loader_factory=synthetic_loader,
+        on_iteration=lambda e, i: seen.append(trainer.optimizer.param_groups[0]["lr"]),
+    )
+    trainer.fit()
+    lr0, lr1 = poly_lr(opts.initial_lr, 0, 2), poly_lr(opts.initial_lr, 1, 2)
+    assert seen == pytest.approx([opts.initial_lr / 2, opts.initial_lr, lr0, lr0, lr0] + [lr1] * 5)
+
+
+def test_weight_average_is_validated_saved_and_resumed_exactly(tmp_path):
+    opts = _options(epochs=3, iterations_per_epoch=4, weight_ema=0.8)
+    ref = Trainer(
+        _setup(tmp_path), opts, ["a"], ["b"], tmp_path / "ref", loader_factory=synthetic_loader
+    )
+    ref.fit()
+    final = load_checkpoint(tmp_path / "ref" / "checkpoint_final.pt")
+    # "model" (what predict loads) is the average, "train_model" the raw weights it follows
+    for k, v in ref.ema_network.state_dict().items():
+        torch.testing.assert_close(final["model"][k], v)
+    for k, v in ref.network.state_dict().items():
+        torch.testing.assert_close(final["train_model"][k], v)
+    assert any(not torch.equal(final["model"][k], final["train_model"][k]) for k in final["model"])
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_epoch_2(epoch, it):
+        if epoch == 1 and it == 1:
+            raise Stop
+
+    part = tmp_path / "part"
+    with pytest.raises(Stop):
+        Trainer(
+            _setup(tmp_path),
+            _options(epochs=3, iterations_per_epoch=4, weight_ema=0.8),
+            ["a"],
+            ["b"],
+            part,
+            loader_factory=synthetic_loader,
+            on_iteration=stop_in_epoch_2,
+        ).fit()
+    assert load_checkpoint(part / "checkpoint_latest.pt")["epoch"] == 1
+    Trainer(
+        _setup(tmp_path),
+        _options(epochs=3, iterations_per_epoch=4, weight_ema=0.8),
+        ["a"],
+        ["b"],
+        part,
+        loader_factory=synthetic_loader,
+    ).fit(resume=True)
+    got = load_checkpoint(part / "checkpoint_final.pt")
+    for key in ("model", "train_model"):
+        for k, v in final[key].items():
+            torch.testing.assert_close(got[key][k], v, atol=1e-6, rtol=1e-5)
+
+
+def test_weight_average_is_the_lerp_of_every_step(tmp_path):
+    opts = _options(epochs=1, iterations_per_epoch=3, weight_ema=0.5, val_iterations=0)
+    snapshots = []
+    trainer = Trainer(
+        _setup(tmp_path),
+        opts,
+        ["a"],
+        [],
+        tmp_path / "out",
+        loader_factory=synthetic_loader,
+        on_iteration=lambda e, i: snapshots.append(
+            {k: v.clone() for k, v in trainer.network.named_parameters()}
+        ),
+    )
+    start = {k: v.clone() for k, v in trainer.network.named_parameters()}
+    trainer.fit()
+    expected = start
+    for snap in snapshots:
+        expected = {k: 0.5 * expected[k] + 0.5 * snap[k] for k in expected}
+    got = dict(trainer.ema_network.named_parameters())
+    for k, v in expected.items():
+        torch.testing.assert_close(got[k], v)
+
+
+def test_cpu_training_runs_in_bfloat16_only_where_the_cpu_has_it(tmp_path, monkeypatch):
+    from autoseg.networks import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    trainer = Trainer(
+        _setup(tmp_path), _options(), ["a"], ["b"], tmp_path / "a", loader_factory=synthetic_loader
+    )
+    assert trainer.autocast == torch.bfloat16 and not trainer.amp  # no gradient scaler
+    seen = []
+    real = trainer.network.forward
+    monkeypatch.setattr(
+        trainer.network,
+        "forward",
+        lambda x: seen.append(torch.get_autocast_dtype("cpu")) or real(x),
+    )
+    assert torch.is_autocast_enabled("cpu") is False
+    trainer.train_step(next(synthetic_loader(["a"], True, 0, 4)))
+    assert seen == [torch.bfloat16]
+    off = Trainer(
+        _setup(tmp_path),
+        _options(amp=False),
+        ["a"],
+        ["b"],
+        tmp_path / "b",
+        loader_factory=synthetic_loader,
+    )
+    assert off.autocast is None
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    plain = Trainer(
+        _setup(tmp_path), _options(), ["a"], ["b"], tmp_path / "c", loader_factory=synthetic_loader
+    )
+    assert plain.autocast is None

@@ -136,13 +136,13 @@ def measure_step_seconds(
     """Median seconds of one real training iteration of the network on ``device``.
 
     Random input ``(batch, in_channels, *patch)`` and integer targets at every deep-supervision
-    scale; forward (autocast on cuda, as the trainer) + the reference Dice + CE loss of
-    :mod:`autoseg.networks.memory` + backward + gradient clipping + SGD step (Nesterov momentum
-    0.99). ``warmup`` steps first (allocation, cuDNN autotuning), then up to ``repeats`` timed
-    steps while the total stays under ``max_seconds`` (default 2 s on CPU, 3 s on cuda). On a
-    CPU, where the first step costs about what later ones do (measured within +-25 %), a
-    warm-up that alone exceeds the cap is returned as the measurement, so a 13 s step costs
-    13 s and not 52.
+    scale; forward in the trainer's precision (:mod:`autoseg.networks.precision`) + the
+    reference Dice + CE loss of :mod:`autoseg.networks.memory` + backward + gradient clipping
+    + SGD step (Nesterov momentum 0.99). ``warmup`` steps first (allocation, cuDNN
+    autotuning), then up to ``repeats`` timed steps while the total stays under
+    ``max_seconds`` (default 2 s on CPU, 3 s on cuda). On a CPU, where the first step costs
+    about what later ones do (measured within +-25 %), a warm-up that alone exceeds the cap is
+    returned as the measurement, so a 13 s step costs 13 s and not 52.
     """
     import torch
 
@@ -162,7 +162,10 @@ def measure_step_seconds(
     optimizer = torch.optim.SGD(
         net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5
     )
-    amp = dev.type == "cuda"
+    from autoseg.networks.precision import autocast_dtype
+
+    dtype = autocast_dtype(dev.type)  # the trainer's precision (float16 / bfloat16 / float32)
+    amp = dtype == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     x = torch.randn((batch, config.in_channels, *patch), generator=gen).to(dev)
     targets = [
@@ -175,16 +178,16 @@ def measure_step_seconds(
     def step() -> float:
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, enabled=amp):
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             out = net(x)
-        outputs = out if isinstance(out, list) else [out]
+        outputs = [o.float() for o in (out if isinstance(out, list) else [out])]
         loss = reference_loss(outputs, targets)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
         scaler.step(optimizer)
         scaler.update()
-        if amp:
+        if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         return time.perf_counter() - start
 

@@ -15,6 +15,7 @@ never interrupted.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -74,7 +75,7 @@ class TrainOptions:
     cpu_threads: int | None = None  # torch threads on a CPU (the plan's measured best)
     grad_clip: float = 12.0
     device: str = "auto"  # "auto" = cuda when present, else cpu
-    amp: bool = True  # only takes effect on cuda
+    amp: bool = True  # float16 on cuda, bfloat16 on a CPU that has it in hardware (precision)
     deterministic: bool = False
     num_workers: int = 0
     seed: int = 0
@@ -83,6 +84,9 @@ class TrainOptions:
     ema_alpha: float = 0.9  # smoothing of the pseudo Dice used to pick the best checkpoint
     time_budget_s: float | None = None  # seconds the epoch loop may take (refits the epochs)
     max_epochs: int = 1000
+    warmup_iterations: int = 0  # linear learning-rate warm-up from 0 over these iterations
+    lr_per_iteration: bool = False  # poly decay every iteration (True) or every epoch
+    weight_ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -95,7 +99,18 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def poly_lr(initial: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
     """Polynomial decay from ``initial`` at epoch 0 towards 0 at ``epochs``."""
-    return initial * (1 - epoch / max(epochs, 1)) ** exponent
+    return initial * max(0.0, 1 - epoch / max(epochs, 1)) ** exponent
+
+
+def scheduled_lr(
+    initial: float, step: int, total: int, warmup: int = 0, exponent: float = 0.9
+) -> float:
+    """The learning rate of training step ``step`` (0-based) of ``total``: a linear warm-up
+    from ``initial / warmup`` to ``initial`` over the first ``warmup`` steps, then
+    :func:`poly_lr` over the remaining ones, reaching 0 at ``total``."""
+    if step < warmup:
+        return initial * (step + 1) / warmup
+    return poly_lr(initial, step - warmup, max(total - warmup, 1), exponent)
 
 
 def epoch_seed(seed: int, fold: int, epoch: int, rank: int = 0) -> int:
@@ -187,7 +202,12 @@ class Trainer:
             )
         self.local_batch = setup.batch_size // self.world_size
         self.loader_factory = loader_factory or default_loader_factory(setup, options.num_workers)
-        self.amp = options.amp and self.device.type == "cuda"
+        from autoseg.networks.precision import autocast_dtype
+
+        # float16 with a gradient scaler on a GPU; bfloat16 (no scaler: same exponent range as
+        # float32) on a CPU that has it in hardware; float32 elsewhere.
+        self.autocast = autocast_dtype(self.device.type, options.amp)
+        self.amp = self.autocast == torch.float16
         if options.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -204,6 +224,11 @@ class Trainer:
         if options.compile == "on" or (options.compile == "auto" and self.device.type == "cuda"):
             self.model = torch.compile(self.model)
         self.optimizer = make_optimizer(self.network, options)
+        # An average of the weights over the last ~1/(1 - decay) steps: what is validated,
+        # saved as "model" and predicted with; the raw weights keep training.
+        self.ema_network: nn.Module | None = None
+        if options.weight_ema > 0:
+            self.ema_network = copy.deepcopy(self.network).requires_grad_(False)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         scales = getattr(self.network, "decoder_scales", lambda: [(1,) * len(setup.patch_size)])()
         self.ds_scales = [tuple(s) for s in scales] if setup.arch.get("deep_supervision") else []
@@ -219,9 +244,20 @@ class Trainer:
         self.best_ema: float = -math.inf
 
     # ---------------------------------------------------------------- checkpoints
+    @property
+    def eval_network(self) -> nn.Module:
+        """The weights that are validated and saved for prediction (the average, if any)."""
+        return self.ema_network if self.ema_network is not None else self.model
+
     def state(self) -> dict[str, Any]:
+        extra = {}
+        if self.ema_network is not None:
+            extra["train_model"] = self.network.state_dict()
         return {
-            "model": self.network.state_dict(),
+            "model": self.eval_network.state_dict()
+            if self.ema_network is not None
+            else self.network.state_dict(),
+            **extra,
             "optimizer": self.optimizer.state_dict(),
             "grad_scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
@@ -235,7 +271,13 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.network.load_state_dict(state["model"])
+        if self.ema_network is not None and "train_model" in state:
+            self.network.load_state_dict(state["train_model"])
+            self.ema_network.load_state_dict(state["model"])
+        else:
+            self.network.load_state_dict(state["model"])
+            if self.ema_network is not None:
+                self.ema_network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
@@ -268,24 +310,38 @@ class Trainer:
         data = torch.as_tensor(batch["data"]).float().to(self.device, non_blocking=True)
         target = torch.as_tensor(batch["target"]).long().to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with self._autocast():
             outputs = self._outputs(self.model(data))
-        loss = self.loss(outputs, self._targets(target))
+        loss = self.loss([o.float() for o in outputs], self._targets(target))
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         nn.utils.clip_grad_norm_(self.network.parameters(), self.options.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema_network is not None:
+            self._update_ema()
         return float(loss.detach())
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(
+            self.device.type, dtype=self.autocast, enabled=self.autocast is not None
+        )
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        assert self.ema_network is not None
+        ema = list(self.ema_network.parameters())
+        raw = list(self.network.parameters())
+        torch._foreach_lerp_(ema, raw, 1.0 - self.options.weight_ema)
 
     @torch.no_grad()
     def validation_step(self, batch: dict) -> tuple[float, np.ndarray]:
         """Loss and per-class (tp, fp, fn) counts of the full-resolution output."""
         data = torch.as_tensor(batch["data"]).float().to(self.device)
         target = torch.as_tensor(batch["target"]).long().to(self.device)
-        with torch.autocast(self.device.type, enabled=self.amp):
-            outputs = self._outputs(self.model(data))
-        loss = float(self.base_loss(outputs[0], target))  # eval mode: full resolution only
+        with self._autocast():
+            outputs = self._outputs(self.eval_network(data))
+        loss = float(self.base_loss(outputs[0].float(), target))  # eval mode: full resolution only
         pred = outputs[0].argmax(1)
         tgt = target[:, 0]
         counts = np.zeros((self.setup.num_classes - 1, 3), dtype=np.int64)
@@ -320,8 +376,7 @@ class Trainer:
             seed = epoch_seed(opts.seed, self.fold, self.epoch, self.rank)
             seed_everything(seed)
             lr = poly_lr(opts.initial_lr, self.epoch, opts.epochs)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            self._set_lr(lr)
             self.model.train()
             losses = []
             loader = self.loader_factory(self.train_ids, True, seed, self.local_batch)
@@ -334,6 +389,13 @@ class Trainer:
             )
             try:
                 for it in bar:
+                    if opts.lr_per_iteration or opts.warmup_iterations:
+                        step = self.epoch * opts.iterations_per_epoch + it
+                        total = opts.epochs * opts.iterations_per_epoch
+                        lr = scheduled_lr(opts.initial_lr, step, total, opts.warmup_iterations)
+                        if not opts.lr_per_iteration and step >= opts.warmup_iterations:
+                            lr = poly_lr(opts.initial_lr, self.epoch, opts.epochs)
+                        self._set_lr(lr)
                     losses.append(self.train_step(next(loader)))
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
                     if self.on_iteration is not None:
@@ -363,6 +425,10 @@ class Trainer:
             save_checkpoint(self.out_dir / FINAL, self.state())
         return self.log
 
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def refit_epochs(self, epoch_seconds: float) -> int:
         """Fit the number of epochs to the epoch loop's time budget from the first real epoch.
 
@@ -381,7 +447,7 @@ class Trainer:
     def _validate_epoch(self, seed: int) -> dict[str, Any]:
         if not self.val_ids or self.options.val_iterations <= 0:
             return {"val_loss": float("nan"), "pseudo_dice": 0.0, "pseudo_dice_per_class": []}
-        self.model.eval()
+        self.eval_network.eval()
         loader = self.loader_factory(self.val_ids, False, seed + 1, self.local_batch)
         losses, counts = [], np.zeros((self.setup.num_classes - 1, 3), dtype=np.int64)
         try:
