@@ -26,6 +26,7 @@ from autoseg.fingerprint import (
     modality_of,
     run_fingerprint,
 )
+from autoseg.fingerprint.extract import intensity_stats
 from autoseg.io import DatasetJson, Geometry, write_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -393,6 +394,15 @@ def test_skip_if_fresh_and_overwrite(tmp_path, monkeypatch):
     run_fingerprint(ds, tmp_path, num_workers=1, progress=False)
     assert len(calls) == 3 and load_fingerprint(out).n_cases == 2
 
+    # written before the coarsening statistic existed: recomputed, since the planner needs it
+    data = json.loads(out.read_text())
+    del data["aggregate"]["coarsening_dice"]
+    out.write_text(json.dumps(data))
+    os.utime(ds / "dataset.json", (old - 10, old - 10))
+    assert load_fingerprint(out).aggregate.coarsening_dice is None  # still readable
+    run_fingerprint(ds, tmp_path, num_workers=1, progress=False)
+    assert len(calls) == 4 and load_fingerprint(out).aggregate.coarsening_dice is not None
+
 
 def test_bad_inputs_are_autoseg_errors(tmp_path):
     image, label = box_case()
@@ -520,3 +530,60 @@ def test_cli_rejects_zero_workers(tmp_path, capsys):
     write_dataset(tmp_path / "raw" / "009_W", {"a": ([image], label)}, SPACING, labels=LABELS3)
     assert main(["fingerprint", "9", "--root", str(tmp_path), "--workers", "0"]) == 2
     assert "--workers 0" in capsys.readouterr().err
+
+
+def _disc(shape, centre, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def test_coarsening_dice_follows_how_many_voxels_the_structure_spans():
+    from autoseg.fingerprint.extract import coarsening_dice
+
+    wide = coarsening_dice(_disc((200, 200), (100, 97), 40), [1.0, 1.0])
+    thin = coarsening_dice(_disc((200, 200), (100, 97), 4), [1.0, 1.0])
+    assert list(wide) == ["1.5", "2", "3", "4", "6", "8"]
+    assert wide["2"] > 0.99 and wide["8"] > 0.9  # 80 voxels across: survives 8x
+    assert thin["2"] > 0.8 and thin.get("6", 0.0) < wide["6"] - 0.2  # 8 across: does not
+    for d in (wide, thin):
+        values = list(d.values())
+        assert all(b <= a + 0.02 for a, b in zip(values, values[1:]))  # coarser never helps
+    assert coarsening_dice(np.zeros((20, 20), bool), [1.0, 1.0]) == {}
+
+
+def test_coarsening_dice_stops_below_half_and_keeps_the_thick_axis():
+    from autoseg.fingerprint.extract import coarsening_dice
+
+    line = np.zeros((60, 60), bool)
+    line[30, 5:55] = True  # one voxel thick: gone at the first coarser grid that halves it
+    d = coarsening_dice(line, [1.0, 1.0])
+    assert len(d) < 6 and min(d.values()) < 0.5
+    # 3D stack at 1 x 1 x 4 mm (z, y, x = 4, 1, 1): z is never resampled, so a mask that only
+    # changes from slice to slice keeps Dice 1 however coarse the in-plane grid
+    stack = np.zeros((6, 40, 40), bool)
+    stack[2:4] = True
+    assert set(coarsening_dice(stack, [4.0, 1.0, 1.0]).values()) == {1.0}
+    # the same mask with z as fine as the rest loses its 2-slice slab
+    assert min(coarsening_dice(stack, [1.0, 1.0, 1.0]).values()) < 0.9
+
+
+def test_aggregate_coarsening_counts_stopped_factors_as_zero():
+    cases = []
+    for case_id, per in (("a", {"2": 0.99, "3": 0.9}), ("b", {"2": 0.4})):
+        cases.append(
+            {
+                "case_id": case_id,
+                "spacing": [1.0, 1.0],
+                "shape": [10, 10],
+                "shape_after_crop": [10, 10],
+                "class_voxel_fraction": {"1": 0.1},
+                "foreground_extent_mm": {"1": [3.0, 3.0]},
+                "foreground_extent_all_mm": [3.0, 3.0],
+                "n_components": {"1": 1},
+                "intensity": {"0": intensity_stats(np.ones(3))},
+                "coarsening_dice": {"1": per},
+            }
+        )
+    agg = aggregate(cases, [[np.ones(3)], [np.ones(3)]], [1], 1)
+    assert agg["coarsening_dice"]["1"]["2"]["mean"] == pytest.approx(0.695)
+    assert agg["coarsening_dice"]["1"]["3"]["mean"] == pytest.approx(0.45)  # b stopped: 0

@@ -40,6 +40,12 @@ def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
+def _coarsening(v: Any) -> dict[str, dict[str, Any]] | None:
+    if v is None:
+        return None
+    return {str(k): {str(f): d for f, d in per.items()} for k, per in v.items()}
+
+
 @dataclass(frozen=True)
 class IntensityStats:
     """Foreground intensity statistics of one channel (all None when there is no foreground)."""
@@ -84,6 +90,9 @@ class CaseFingerprint:
     foreground_extent_all_mm: Vector | None
     n_components: dict[str, int]
     intensity: dict[str, IntensityStats]
+    # label -> coarsening factor ("2") -> round-trip Dice (extract.coarsening_dice); None in
+    # fingerprints written before it existed
+    coarsening_dice: dict[str, dict[str, float]] | None = None
 
     @property
     def has_foreground(self) -> bool:
@@ -102,10 +111,11 @@ class CaseFingerprint:
             foreground_extent_all_mm=_vec(d["foreground_extent_all_mm"]),
             n_components={k: int(v) for k, v in d["n_components"].items()},
             intensity={k: IntensityStats.from_dict(v) for k, v in d["intensity"].items()},
+            coarsening_dice=_coarsening(d.get("coarsening_dice")),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "case_id": self.case_id,
             "spacing": list(self.spacing),
             "shape": list(self.shape),
@@ -117,6 +127,9 @@ class CaseFingerprint:
             "n_components": dict(self.n_components),
             "intensity": {k: v.to_dict() for k, v in self.intensity.items()},
         }
+        if self.coarsening_dice is not None:
+            out["coarsening_dice"] = {k: dict(v) for k, v in self.coarsening_dice.items()}
+        return out
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,13 @@ class Aggregate:
     n_components: dict[str, ComponentStats | None]
     cases_without_foreground: int
     intensity: dict[str, PooledIntensityStats]
+    # label -> factor -> {"mean", "p10"} of the cases' round-trip Dice (None: older file)
+    coarsening_dice: dict[str, dict[str, dict[str, float]]] | None = None
+
+    def coarsening(self, label: str, factor: float) -> dict[str, float] | None:
+        """``{"mean", "p10"}`` round-trip Dice of ``label`` at ``factor`` (None: unknown)."""
+        per = (self.coarsening_dice or {}).get(label) or {}
+        return per.get(f"{factor:g}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Aggregate:
@@ -194,6 +214,7 @@ class Aggregate:
             },
             cases_without_foreground=int(d["cases_without_foreground"]),
             intensity={k: PooledIntensityStats.from_dict(v) for k, v in d["intensity"].items()},
+            coarsening_dice=_coarsening(d.get("coarsening_dice")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,6 +236,11 @@ class Aggregate:
             },
             "cases_without_foreground": self.cases_without_foreground,
             "intensity": {k: v.to_dict() for k, v in self.intensity.items()},
+            **(
+                {}
+                if self.coarsening_dice is None
+                else {"coarsening_dice": {k: dict(v) for k, v in self.coarsening_dice.items()}}
+            ),
         }
 
 
