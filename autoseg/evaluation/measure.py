@@ -36,13 +36,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cc3d
 import numpy as np
 
 from autoseg.errors import AutosegError
 from autoseg.evaluation.metrics import list_segmentations, map_cases, read_label_map
 from autoseg.evaluation.summary import json_safe, load_cohorts, write_csv
 from autoseg.io import atomic_path, collapse_grey_rgb, read_image, write_json_atomic
+from autoseg.io.components import label_components
 from autoseg.io.image import EXTENSIONS_WITHOUT_SPACING, split_extension
 
 CENTRELINE_HALF_WINDOW = 2
@@ -260,7 +260,7 @@ def _sections(
     labelled: list[np.ndarray | None] = [None] * mask3.shape[0]
     occupied = np.flatnonzero(mask3.reshape(mask3.shape[0], -1).any(axis=1))
     for k in occupied:
-        lab, n = cc3d.connected_components(mask3[k], connectivity=8, return_N=True)
+        lab, n = label_components(mask3[k], 8)
         labelled[k] = lab
         ys, xs = np.nonzero(lab)
         ids = lab[ys, xs]

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import cc3d
 import numpy as np
 from tqdm import tqdm
 
@@ -44,6 +43,7 @@ from autoseg.evaluation.summary import (
 from autoseg.evaluation.surface import bounding_slices, distance_metrics, image_diagonal_mm
 from autoseg.io import Geometry, load_dataset_json, split_extension, write_json_atomic
 from autoseg.io.atomic import TMP_MARK
+from autoseg.io.components import label_components
 from autoseg.io.labels import read_label_map
 
 FAILURE_DICE = 0.5
@@ -203,9 +203,8 @@ def detection_metrics(p: np.ndarray, r: np.ndarray, iou_threshold: float = DETEC
     A predicted component may match several reference components and vice versa (a nerve
     predicted in two pieces gives two true-positive predictions for one found nerve).
     """
-    connectivity = 26 if p.ndim == 3 else 8
-    lp, n_pc = cc3d.connected_components(p, connectivity=connectivity, return_N=True)
-    lr, n_rc = cc3d.connected_components(r, connectivity=connectivity, return_N=True)
+    lp, n_pc = label_components(p)  # full connectivity: 26 in 3D, 8 in 2D
+    lr, n_rc = label_components(r)
     found_ref = matched_pred = 0
     if n_pc and n_rc:
         both = (lp > 0) & (lr > 0)

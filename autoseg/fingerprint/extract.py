@@ -24,7 +24,6 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TypeVar
 
-import cc3d
 import numpy as np
 from tqdm import tqdm
 
@@ -40,6 +39,7 @@ from autoseg.io import (
     read_image,
     write_json_atomic,
 )
+from autoseg.io.components import label_components
 from autoseg.io.labels import as_label_map
 from autoseg.paths import dataset_name, preprocessed_dir, resolve_dataset
 
@@ -106,9 +106,7 @@ def count_components(mask: np.ndarray) -> int:
     diagonally in strongly anisotropic stacks (3-4 mm slices); face connectivity would count
     one nerve as several pieces.
     """
-    connectivity = 26 if mask.ndim == 3 else 8
-    _, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
-    return int(n)
+    return label_components(mask)[1]
 
 
 def fine_axes_of(spacing: Sequence[float]) -> list[bool]:
@@ -243,7 +241,7 @@ def case_statistics(
             box = bounding_box(mask)
             assert box is not None
             extent[key] = box_extent_mm(box, spacing)
-            components[key] = count_components(np.ascontiguousarray(mask[box_slices(box)]))
+            components[key] = count_components(mask[box_slices(box)])
             coarsening[key] = coarsening_dice(mask, spacing)
         fg = seg_cut != 0
         n_fg = int(counts[1:].sum())

@@ -25,10 +25,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import cc3d
 import numpy as np
 
 from autoseg.errors import AutosegError
+from autoseg.io.components import label_components
 
 RULE_NONE = "none"
 RULE_LARGEST = "largest"
@@ -73,11 +73,7 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(component ids of the mask, voxel count per id; index 0 = outside, count 0)."""
-    ids, n = cc3d.connected_components(
-        np.ascontiguousarray(mask, dtype=np.uint8),
-        connectivity=connectivity_for(mask.ndim),
-        return_N=True,
-    )
+    ids, n = label_components(mask, connectivity_for(mask.ndim))
     sizes = np.bincount(ids.ravel(), minlength=n + 1)
     sizes[0] = 0
     return ids, sizes

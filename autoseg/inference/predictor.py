@@ -26,6 +26,7 @@ import torch
 from autoseg.errors import AutosegError
 from autoseg.inference.sliding_window import WindowSpec, predict_sliding_window, tta_mirror_axes
 from autoseg.io import Geometry
+from autoseg.io.components import label_components
 from autoseg.networks import build_network
 from autoseg.training.checkpoint import load_checkpoint
 
@@ -126,11 +127,9 @@ def window_spec(plan: Any, config: str, *, tta: bool, overlap: float = 0.5) -> W
 
 def largest_component_box(mask: np.ndarray) -> tuple[tuple[int, int], ...] | None:
     """Bounding box [start, stop) of the largest connected component, None if empty."""
-    import cc3d
-
     if not mask.any():
         return None
-    labels = cc3d.connected_components(mask.astype(np.uint8))
+    labels, _ = label_components(mask)
     counts = np.bincount(labels.ravel())
     counts[0] = 0
     biggest = labels == int(np.argmax(counts))
