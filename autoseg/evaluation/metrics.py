@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 
 import cc3d
 import numpy as np
-from tqdm import tqdm
 
 from autoseg.errors import AutosegError
 from autoseg.evaluation.summary import (
@@ -45,6 +44,7 @@ from autoseg.evaluation.surface import bounding_slices, distance_metrics, image_
 from autoseg.io import Geometry, load_dataset_json, split_extension, write_json_atomic
 from autoseg.io.atomic import TMP_MARK
 from autoseg.io.labels import read_label_map
+from autoseg.progress import progress_bar
 
 FAILURE_DICE = 0.5
 """Dice below this is a failed case (the sciatic-nerve MRN study's definition of failure)."""
@@ -360,7 +360,7 @@ def map_cases(
     """
     workers = default_workers() if num_workers is None else int(num_workers)
     results: list[Any] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=desc, unit="case", disable=not progress)
+    bar = progress_bar(total=len(items), desc=desc, unit="case", disable=not progress)
     try:
         if workers <= 1 or len(items) <= 1:
             for i, item in enumerate(items):

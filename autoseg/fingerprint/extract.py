@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import cc3d
 import numpy as np
-from tqdm import tqdm
 
 from autoseg.errors import AutosegError
 from autoseg.fingerprint.modality import channel_modalities
@@ -42,6 +41,7 @@ from autoseg.io import (
 )
 from autoseg.io.labels import as_label_map
 from autoseg.paths import dataset_name, preprocessed_dir, resolve_dataset
+from autoseg.progress import progress_bar
 
 MAX_SAMPLES_PER_CASE = 10_000
 SAMPLE_SEED = 1234
@@ -409,7 +409,7 @@ def map_cases(
     worker keeps its message).
     """
     results: list[Any] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=desc, unit="case", disable=not progress)
+    bar = progress_bar(total=len(items), desc=desc, unit="case", disable=not progress)
     try:
         if num_workers <= 1 or len(items) <= 1:
             for i, item in enumerate(items):

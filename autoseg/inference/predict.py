@@ -147,7 +147,7 @@ def predict_cases(
     progress: bool = True,
 ) -> PredictionSummary:
     """Predict every case, reading the next one while the network runs."""
-    from tqdm import tqdm
+    from autoseg.progress import progress_bar
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,9 @@ def predict_cases(
     written, failed, flags = [], {}, {}
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(_read, inputs[0]) if inputs else None
-        for i, case in enumerate(tqdm(inputs, desc="predict", unit="case", disable=not progress)):
+        for i, case in enumerate(
+            progress_bar(inputs, desc="predict", unit="case", disable=not progress)
+        ):
             try:
                 image, geometry, _ = future.result()
             except AutosegError as exc:

@@ -434,10 +434,10 @@ def run_cases(
     A failing case stops the run (its AutosegError names the file); finished cases stay on
     disk and are skipped next time.
     """
-    from tqdm import tqdm
+    from autoseg.progress import progress_bar
 
     status: dict[str, str] = {}
-    bar = tqdm(total=len(tasks), desc=desc, unit="case", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc=desc, unit="case", disable=not progress)
     try:
         if num_workers <= 1 or len(tasks) <= 1:
             for task in tasks:
