@@ -182,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     except AutosegError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("demo: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line and a log file, as the CLI does
+        from autoseg.errors import report_failure
+
+        print(report_failure("demo", exc, argv)[0], file=sys.stderr)
+        return 1
     print_summary(results)
     return 0
 

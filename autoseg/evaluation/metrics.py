@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import cc3d
 import numpy as np
 
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, case_of, failure_context, note_failure
 from autoseg.evaluation.summary import (
     json_safe,
     load_cohorts,
@@ -356,7 +356,8 @@ def map_cases(
     """``[fn(x) for x in items]``, in forked worker processes when worthwhile, with tqdm.
 
     Fork (Linux) needs no ``__main__`` guard in users' scripts; workers run numpy/scipy/ITK
-    only. The first error cancels the rest and is re-raised (AutosegError keeps its message).
+    only. The first error cancels the rest and is re-raised (AutosegError keeps its message;
+    another exception is marked with ``desc`` and the item's case for the CLI's error line).
     """
     workers = default_workers() if num_workers is None else int(num_workers)
     results: list[Any] = [None] * len(items)
@@ -364,7 +365,8 @@ def map_cases(
     try:
         if workers <= 1 or len(items) <= 1:
             for i, item in enumerate(items):
-                results[i] = fn(item)
+                with failure_context(desc, case_of(item)):
+                    results[i] = fn(item)
                 bar.update()
             return results
         method = "fork" if sys.platform.startswith("linux") else "spawn"
@@ -379,6 +381,7 @@ def map_cases(
                     if exc is not None:
                         for other in pending:
                             other.cancel()
+                        note_failure(exc, desc, case_of(items[futures[f]]))
                         raise exc
                     results[futures[f]] = f.result()
                     bar.update()

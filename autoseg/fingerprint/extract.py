@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import cc3d
 import numpy as np
 
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, case_of, failure_context, note_failure
 from autoseg.fingerprint.modality import channel_modalities
 from autoseg.fingerprint.schema import FINGERPRINT_FILE, SCHEMA_VERSION, load_fingerprint
 from autoseg.io import (
@@ -413,7 +413,8 @@ def map_cases(
     try:
         if num_workers <= 1 or len(items) <= 1:
             for i, item in enumerate(items):
-                results[i] = fn(item)
+                with failure_context(desc, case_of(item)):
+                    results[i] = fn(item)
                 bar.update()
             return results
         workers = min(num_workers, len(items))
@@ -423,10 +424,12 @@ def map_cases(
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for f in done:
-                    if f.exception() is not None:
+                    exc = f.exception()
+                    if exc is not None:
                         for p in pending:
                             p.cancel()
-                        raise f.exception()
+                        note_failure(exc, desc, case_of(items[futures[f]]))
+                        raise exc
                     results[futures[f]] = f.result()
                     bar.update()
         return results

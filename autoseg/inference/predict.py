@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, failure_context
 from autoseg.io import write_image, write_json_atomic
 from autoseg.io.image import is_image_file, split_extension
 
@@ -171,10 +171,11 @@ def predict_cases(
             if target.resolve() in input_files:
                 failed[case.case_id] = f"{target}: output would overwrite an input; choose -o"
                 continue
-            seg, probs, case_flags = predictor.predict(image, geometry)
-            write_image(target, seg, geometry)
-            if save_probabilities:
-                _save_probabilities(out_dir / f"{case.case_id}_probabilities.npz", probs)
+            with failure_context("predict", case.case_id):
+                seg, probs, case_flags = predictor.predict(image, geometry)
+                write_image(target, seg, geometry)
+                if save_probabilities:
+                    _save_probabilities(out_dir / f"{case.case_id}_probabilities.npz", probs)
             written.append(target)
             flags[case.case_id] = case_flags.to_dict()
     report = {

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, failure_context
 from autoseg.io import list_cases, load_dataset_json, write_image, write_json_atomic
 from autoseg.io.atomic import atomic_path
 from autoseg.training.splits import load_or_create_splits
@@ -185,7 +185,8 @@ def train(
                 setup, options, splits[fold]["train"], splits[fold]["val"], fdir, fold=fold
             )
             lines = EpochLines.attach(trainer) if progress else None
-            trainer.fit(resume=resume)
+            with failure_context(f"train {config} fold {fold}"):
+                trainer.fit(resume=resume)
             if lines is not None:
                 lines.flush()
         validate_fold(
@@ -296,20 +297,18 @@ def validate_fold(
     out.mkdir(parents=True, exist_ok=True)
     labels = sorted(v for v in plan.labels.values() if v != 0)
     per_case: dict[str, Any] = {}
-    for case_id in progress_bar(
-        val_ids, desc=f"validate {config} fold {fold}", disable=not progress
-    ):
-        case = cases[case_id]
-        image, geometry, _ = read_case(case.images)
-        seg, probs, _ = predictor.predict(image, geometry)
-        write_image(out / f"{case_id}{ds.file_ending}", seg, geometry)
-        with atomic_path(out / f"{case_id}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, probabilities=probs.astype(np.float16))
-        ref = read_image(case.label)
-        per_case[case_id] = {
-            str(k): v
-            for k, v in compute_metrics(seg, ref.array, ref.geometry.spacing_zyx, labels).items()
-        }
+    step = f"validate {config} fold {fold}"
+    for case_id in progress_bar(val_ids, desc=step, unit="case", disable=not progress):
+        with failure_context(step, case_id):
+            case = cases[case_id]
+            image, geometry, _ = read_case(case.images)
+            seg, probs, _ = predictor.predict(image, geometry)
+            write_image(out / f"{case_id}{ds.file_ending}", seg, geometry)
+            with atomic_path(out / f"{case_id}.npz") as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, probabilities=probs.astype(np.float16))
+            ref = read_image(case.label)
+            metrics = compute_metrics(seg, ref.array, ref.geometry.spacing_zyx, labels)
+        per_case[case_id] = {str(k): v for k, v in metrics.items()}
     mean_dice = {
         str(lab): float(np.nanmean([per_case[c][str(lab)]["dice"] for c in per_case]))
         for lab in labels
