@@ -2,9 +2,11 @@
 
 For a 3D thigh-MRI phantom and a 2D wrist-ultrasound phantom: generate training cases and
 held-back cases (another seed: other subjects), ``convert`` the training folder, run
-``plan-and-train`` with a time budget (all 5 folds), ``predict`` the held-back images and
-``evaluate`` them against their masks. Every step is the public Python API that the CLI
-also calls, and every step skips what a previous run already finished.
+``plan-and-train`` with a time budget (all 5 folds), ``predict`` the held-back images,
+``evaluate`` them against their masks and write the dataset's ``report.html`` (``autoseg
+report``). Every step is the public Python API that the CLI also calls, and every step skips
+what a previous run already finished. The output ends with the path of each report: the page
+to open first.
 
 Run it with ``python -m autoseg.demo [--budget-3d 4m] [--budget-2d 3m]``; data goes under
 ``$AUTOSEG_ROOT`` (``make demo`` sets ``autoseg_data/demo``).
@@ -113,6 +115,7 @@ def training_dataset(ds: DemoDataset, root: str | Path | None = None, progress: 
 
 def run_dataset(ds: DemoDataset, budget_s: float, progress: bool) -> dict:
     from autoseg.evaluation.metrics import evaluate_folders
+    from autoseg.evaluation.report import build_report
     from autoseg.inference.predict import find_inputs, load_predictor, predict_cases
     from autoseg.paths import dataset_folder_name
     from autoseg.pipeline import plan_and_train
@@ -131,6 +134,7 @@ def run_dataset(ds: DemoDataset, budget_s: float, progress: bool) -> dict:
     evaluation = evaluate_folders(
         out, masks, labels=[1], out_dir=out / "evaluation", progress=False
     )
+    report = build_report(folder, progress=progress)
     return {
         "dataset": folder,
         "chosen": result.inference.get("chosen"),
@@ -140,6 +144,7 @@ def run_dataset(ds: DemoDataset, budget_s: float, progress: bool) -> dict:
         "heldout_dice": evaluation.mean("dice"),
         "flagged": [c for c, f in summary.flags.items() if f["check"]],
         "predictions": out,
+        "report": report,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -160,6 +165,10 @@ def print_summary(results: list[dict]) -> None:
             print(f"  flagged for review   : {', '.join(r['flagged'])}")
         print(f"  predictions          : {r['predictions']}")
         print(f"  metrics              : {r['predictions'] / 'evaluation' / 'summary.csv'}")
+    if results:
+        print("\nreport.html, the page to open first (one per dataset):")
+        for r in results:
+            print(f"  {Path(r['report']).resolve()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     except AutosegError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("demo: interrupted; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line and a log file, as the CLI does
+        from autoseg.errors import report_failure
+
+        print(report_failure("demo", exc, argv)[0], file=sys.stderr)
+        return 1
     print_summary(results)
     return 0
 

@@ -2,6 +2,10 @@
 
 Each command lives in its own module with ``register(subparsers)``, which adds a parser whose
 ``func`` default takes the parsed arguments and returns an exit code.
+
+No command ends in a traceback. Exit codes: 0 done; 2 an :class:`AutosegError` (one line: the
+file, what is wrong, the fix); 1 an unexpected error (one line: the step, the case when known,
+and the log file under ``$AUTOSEG_ROOT/logs/`` that holds the traceback); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import importlib
 import sys
 
 from autoseg import __version__
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, report_failure
 
 # Pipeline order: this is also the order of `autoseg --help`.
 COMMAND_MODULES = (
@@ -64,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except Exception as exc:
+        line, _ = report_failure(
+            f"autoseg {args.command}", exc, argv, root=getattr(args, "root", None)
+        )
+        print(line, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

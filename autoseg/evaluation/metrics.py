@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, case_of, failure_context, note_failure
 from autoseg.evaluation.summary import (
     json_safe,
     load_cohorts,
@@ -45,6 +44,7 @@ from autoseg.io import Geometry, load_dataset_json, split_extension, write_json_
 from autoseg.io.atomic import TMP_MARK
 from autoseg.io.components import label_components
 from autoseg.io.labels import read_label_map
+from autoseg.progress import progress_bar
 
 FAILURE_DICE = 0.5
 """Dice below this is a failed case (the sciatic-nerve MRN study's definition of failure)."""
@@ -355,15 +355,17 @@ def map_cases(
     """``[fn(x) for x in items]``, in forked worker processes when worthwhile, with tqdm.
 
     Fork (Linux) needs no ``__main__`` guard in users' scripts; workers run numpy/scipy/ITK
-    only. The first error cancels the rest and is re-raised (AutosegError keeps its message).
+    only. The first error cancels the rest and is re-raised (AutosegError keeps its message;
+    another exception is marked with ``desc`` and the item's case for the CLI's error line).
     """
     workers = default_workers() if num_workers is None else int(num_workers)
     results: list[Any] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=desc, unit="case", disable=not progress)
+    bar = progress_bar(total=len(items), desc=desc, unit="case", disable=not progress)
     try:
         if workers <= 1 or len(items) <= 1:
             for i, item in enumerate(items):
-                results[i] = fn(item)
+                with failure_context(desc, case_of(item)):
+                    results[i] = fn(item)
                 bar.update()
             return results
         method = "fork" if sys.platform.startswith("linux") else "spawn"
@@ -378,6 +380,7 @@ def map_cases(
                     if exc is not None:
                         for other in pending:
                             other.cancel()
+                        note_failure(exc, desc, case_of(items[futures[f]]))
                         raise exc
                     results[futures[f]] = f.result()
                     bar.update()

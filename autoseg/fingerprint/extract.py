@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, case_of, failure_context, note_failure
 from autoseg.fingerprint.modality import channel_modalities
 from autoseg.fingerprint.schema import FINGERPRINT_FILE, SCHEMA_VERSION, load_fingerprint
 from autoseg.io import (
@@ -42,6 +41,7 @@ from autoseg.io import (
 from autoseg.io.components import label_components
 from autoseg.io.labels import as_label_map
 from autoseg.paths import dataset_name, preprocessed_dir, resolve_dataset
+from autoseg.progress import progress_bar
 
 MAX_SAMPLES_PER_CASE = 10_000
 # Grids the labels are sent to and back (coarser by these factors along the fine axes) to
@@ -485,11 +485,12 @@ def map_cases(
     worker keeps its message).
     """
     results: list[Any] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=desc, unit="case", disable=not progress)
+    bar = progress_bar(total=len(items), desc=desc, unit="case", disable=not progress)
     try:
         if num_workers <= 1 or len(items) <= 1:
             for i, item in enumerate(items):
-                results[i] = fn(item)
+                with failure_context(desc, case_of(item)):
+                    results[i] = fn(item)
                 bar.update()
             return results
         workers = min(num_workers, len(items))
@@ -499,10 +500,12 @@ def map_cases(
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for f in done:
-                    if f.exception() is not None:
+                    exc = f.exception()
+                    if exc is not None:
                         for p in pending:
                             p.cancel()
-                        raise f.exception()
+                        note_failure(exc, desc, case_of(items[futures[f]]))
+                        raise exc
                     results[futures[f]] = f.result()
                     bar.update()
         return results

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, failure_context
 from autoseg.io import write_image, write_json_atomic
 from autoseg.io.image import is_image_file, split_extension
 
@@ -147,7 +147,7 @@ def predict_cases(
     progress: bool = True,
 ) -> PredictionSummary:
     """Predict every case, reading the next one while the network runs."""
-    from tqdm import tqdm
+    from autoseg.progress import progress_bar
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,9 @@ def predict_cases(
     written, failed, flags = [], {}, {}
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(_read, inputs[0]) if inputs else None
-        for i, case in enumerate(tqdm(inputs, desc="predict", unit="case", disable=not progress)):
+        for i, case in enumerate(
+            progress_bar(inputs, desc="predict", unit="case", disable=not progress)
+        ):
             try:
                 image, geometry, _ = future.result()
             except AutosegError as exc:
@@ -169,10 +171,11 @@ def predict_cases(
             if target.resolve() in input_files:
                 failed[case.case_id] = f"{target}: output would overwrite an input; choose -o"
                 continue
-            seg, probs, case_flags = predictor.predict(image, geometry)
-            write_image(target, seg, geometry)
-            if save_probabilities:
-                _save_probabilities(out_dir / f"{case.case_id}_probabilities.npz", probs)
+            with failure_context("predict", case.case_id):
+                seg, probs, case_flags = predictor.predict(image, geometry)
+                write_image(target, seg, geometry)
+                if save_probabilities:
+                    _save_probabilities(out_dir / f"{case.case_id}_probabilities.npz", probs)
             written.append(target)
             flags[case.case_id] = case_flags.to_dict()
     report = {

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import remove_partials, write_json_atomic
@@ -66,6 +65,7 @@ from autoseg.paths import (
     raw_dir,
     results_dir,
 )
+from autoseg.progress import progress_bar
 
 __all__ = [
     "FORMATS",
@@ -538,7 +538,7 @@ def _run(
     (``spawn`` off Linux), not ``fork``: SimpleITK keeps a thread pool, and forking a process
     with running threads can deadlock.
     """
-    with tqdm(total=len(jobs), desc=desc, unit="case", disable=not progress) as bar:
+    with progress_bar(total=len(jobs), desc=desc, unit="case", disable=not progress) as bar:
         if num_workers <= 1 or len(jobs) <= 1:
             for job in jobs:
                 yield fn(job)

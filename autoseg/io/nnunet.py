@@ -15,8 +15,6 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm import tqdm
-
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import TMP_MARK, atomic_path
 from autoseg.io.dataset import (
@@ -36,6 +34,7 @@ from autoseg.io.pairing import (
     sanitise_case_id,
 )
 from autoseg.paths import parse_dataset_folder
+from autoseg.progress import progress_bar
 
 # dataset.json keys that only describe how nnU-Net reads the *source* files, or that belong
 # to older formats: they would be wrong after conversion to NIfTI, so import drops them.
@@ -233,7 +232,7 @@ def export_nnunet(
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f"{TMP_MARK}{uuid.uuid4().hex[:8]}.{target.name}"
     try:
-        for src, rel in tqdm(files, desc="export", unit="file", disable=not progress):
+        for src, rel in progress_bar(files, desc="export", unit="file", disable=not progress):
             _link_or_copy(src, tmp / rel, link)
         for sub in ("imagesTr", "labelsTr"):
             (tmp / sub).mkdir(parents=True, exist_ok=True)

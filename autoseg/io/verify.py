@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import TMP_MARK
 from autoseg.io.dataset import Case, DatasetJson, list_cases, list_test_cases, load_dataset_json
 from autoseg.io.image import Geometry, ImageData, read_image, split_extension
 from autoseg.io.nifti import nifti_stored_non_finite
+from autoseg.progress import progress_bar
 
 SEVERITIES = ("error", "warning")
 # At most this many values or files are named in one message; the rest are counted.
@@ -655,14 +655,14 @@ def _check_cases(
     results: list[CaseResult | None] = [None] * len(cases)
     bar_args = {"total": len(cases), "desc": "verify", "unit": "case", "disable": not progress}
     if workers <= 1:
-        with tqdm(**bar_args) as bar:
+        with progress_bar(**bar_args) as bar:
             for i, case in enumerate(cases):
                 results[i] = check_case(case, labels)
                 bar.update()
     else:
         with cf.ProcessPoolExecutor(workers) as pool:
             futures = {pool.submit(check_case, case, labels): i for i, case in enumerate(cases)}
-            with tqdm(**bar_args) as bar:
+            with progress_bar(**bar_args) as bar:
                 for future in cf.as_completed(futures):
                     i = futures[future]
                     try:

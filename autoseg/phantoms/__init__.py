@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tqdm import tqdm
-
 from autoseg.errors import AutosegError
 from autoseg.io import write_image
 from autoseg.phantoms.common import (
@@ -32,6 +30,7 @@ from autoseg.phantoms.mri3d import DEFAULT_CASES as MRI3D_DEFAULT_CASES
 from autoseg.phantoms.mri3d import Mri3dConfig, make_mri3d_case
 from autoseg.phantoms.us2d import DEFAULT_CASES as US2D_DEFAULT_CASES
 from autoseg.phantoms.us2d import Us2dConfig, make_us2d_case
+from autoseg.progress import progress_bar
 
 KINDS = ("mri3d", "us2d")
 DEFAULT_CASES = {"mri3d": MRI3D_DEFAULT_CASES, "us2d": US2D_DEFAULT_CASES}
@@ -118,7 +117,7 @@ def generate_phantom(
     cfg = config or default_config(kind)
     out = prepare_out_dir(out_dir, overwrite)
     cases: list[PhantomCase] = []
-    for index in tqdm(range(n), desc=f"phantom {kind}", unit="case", disable=not progress):
+    for index in progress_bar(range(n), desc=f"phantom {kind}", unit="case", disable=not progress):
         case = make_case(kind, index, seed, cfg)
         write_case(kind, case, out)
         cases.append(case)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from autoseg import __version__
 from autoseg.errors import AutosegError
@@ -62,6 +61,7 @@ from autoseg.planning.spacing import (
     total_resampled_voxels,
 )
 from autoseg.planning.topology import NETWORKS, Topology, architecture_block, pooling_topology
+from autoseg.progress import progress_bar
 
 DEFAULT_GPU_MEMORY_GB = 8.0
 # Upper bound of the low-resolution search: 1.01^1024 ~ 26 000x coarser, far beyond any image.
@@ -566,7 +566,7 @@ def plan_dataset(
     notes: list[str] = []
     full: ConfigurationPlan | None = None  # also needed by 3d_lowres when not requested
     order = [n for n in CONFIG_NAMES if n in wanted]
-    for name in tqdm(order, desc="planning", unit="config", disable=not progress):
+    for name in progress_bar(order, desc="planning", unit="config", disable=not progress):
         if name in ("3d_fullres", "3d_lowres") and full is None:
             full = _plan_configuration(
                 ctx,
@@ -605,7 +605,7 @@ def plan_dataset(
     if time_budget_s is None:
         schedule, why["schedule"] = _ruled(schedule_rule, time_budget_s)
     else:
-        bar = tqdm(desc="timing iterations", unit="config", disable=not progress)
+        bar = progress_bar(desc="timing iterations", unit="config", disable=not progress)
 
         def tick(name: str) -> None:
             bar.set_postfix_str(name)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from autoseg import __version__
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, failure_context
 from autoseg.io import Case, Geometry, atomic_path, collapse_grey_rgb, read_image
 from autoseg.io.atomic import write_json_atomic
 from autoseg.preprocessing.cropping import crop_to_nonzero, nonzero_mask
@@ -434,14 +434,15 @@ def run_cases(
     A failing case stops the run (its AutosegError names the file); finished cases stay on
     disk and are skipped next time.
     """
-    from tqdm import tqdm
+    from autoseg.progress import progress_bar
 
     status: dict[str, str] = {}
-    bar = tqdm(total=len(tasks), desc=desc, unit="case", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc=desc, unit="case", disable=not progress)
     try:
         if num_workers <= 1 or len(tasks) <= 1:
             for task in tasks:
-                status[task.case.case_id] = _run_task(task)
+                with failure_context(desc, task.case.case_id):
+                    status[task.case.case_id] = _run_task(task)
                 bar.update()
             return status
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -450,7 +451,8 @@ def run_cases(
         try:
             futures = {pool.submit(_run_task, t): t.case.case_id for t in tasks}
             for fut in as_completed(futures):
-                status[futures[fut]] = fut.result()  # re-raises a worker's exception here
+                with failure_context(desc, futures[fut]):
+                    status[futures[fut]] = fut.result()  # re-raises a worker's exception here
                 bar.update()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

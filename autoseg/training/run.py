@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from autoseg.errors import AutosegError
+from autoseg.errors import AutosegError, failure_context
 from autoseg.io import list_cases, load_dataset_json, write_image, write_json_atomic
 from autoseg.io.atomic import atomic_path
 from autoseg.training.splits import load_or_create_splits
@@ -183,11 +184,66 @@ def train(
             trainer = Trainer(
                 setup, options, splits[fold]["train"], splits[fold]["val"], fdir, fold=fold
             )
-            trainer.fit(resume=resume)
+            lines = EpochLines.attach(trainer) if progress else None
+            with failure_context(f"train {config} fold {fold}"):
+                trainer.fit(resume=resume)
+            if lines is not None:
+                lines.flush()
         validate_fold(
             raw, plan, config, fold, results, root=root, progress=progress, device=options.device
         )
     return out
+
+
+class EpochLines:
+    """One line per finished epoch where stderr is not a terminal (a log file, CI), in place
+    of the epoch's transient progress bar::
+
+        3d_fullres fold 0 epoch 3/40: train loss 0.4121, pseudo Dice 0.6334, 12.4s
+
+    The trainer calls it at every iteration (``on_iteration``); at an epoch's first iteration
+    it prints the epochs finished since the last call, and :meth:`flush` prints the last one
+    after ``fit``. Epochs from before a resume were reported by the run that trained them.
+    """
+
+    def __init__(self, trainer: Trainer, stream: Any = None):
+        self.trainer = trainer
+        self.stream = stream
+        self.seen: int | None = None
+
+    @classmethod
+    def attach(cls, trainer: Trainer, stream: Any = None) -> EpochLines | None:
+        """Install on the trainer's main process when ``stream`` (default stderr) is not a
+        terminal; None otherwise (a terminal shows the live bar)."""
+        from autoseg.progress import is_terminal
+
+        if trainer.rank != 0 or is_terminal(stream if stream is not None else sys.stderr):
+            return None
+        lines = cls(trainer, stream)
+        trainer.on_iteration = lines
+        return lines
+
+    def __call__(self, epoch: int, iteration: int) -> None:
+        if iteration == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        from autoseg.progress import format_seconds
+
+        log = self.trainer.log
+        if self.seen is None:
+            self.seen = len(log)
+        stream = self.stream if self.stream is not None else sys.stderr
+        for entry in log[self.seen :]:
+            stream.write(
+                f"{self.trainer.setup.config_name} fold {self.trainer.fold} epoch "
+                f"{entry['epoch']}/{self.trainer.options.epochs}: "
+                f"train loss {entry['train_loss']:.4f}, "
+                f"pseudo Dice {entry['pseudo_dice']:.4f}, "
+                f"{format_seconds(entry['epoch_seconds'])}\n"
+            )
+        stream.flush()
+        self.seen = len(log)
 
 
 def validate_fold(
@@ -205,12 +261,11 @@ def validate_fold(
     """Predict the fold's validation cases at original geometry; save labels, probabilities
     (float16) and per-case metrics. ``tta=None``: mirror unless the plan is a time-budgeted
     CPU plan (the planner's rule, :func:`autoseg.planning.budget.validation_mirroring`)."""
-    from tqdm import tqdm
-
     from autoseg.evaluation.metrics import compute_metrics
     from autoseg.inference.predictor import Predictor, load_fold_models
     from autoseg.io import read_image
     from autoseg.preprocessing.preprocess import read_case
+    from autoseg.progress import progress_bar
     from autoseg.training.trainer import pick_device
 
     if tta is None:
@@ -242,18 +297,18 @@ def validate_fold(
     out.mkdir(parents=True, exist_ok=True)
     labels = sorted(v for v in plan.labels.values() if v != 0)
     per_case: dict[str, Any] = {}
-    for case_id in tqdm(val_ids, desc=f"validate {config} fold {fold}", disable=not progress):
-        case = cases[case_id]
-        image, geometry, _ = read_case(case.images)
-        seg, probs, _ = predictor.predict(image, geometry)
-        write_image(out / f"{case_id}{ds.file_ending}", seg, geometry)
-        with atomic_path(out / f"{case_id}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, probabilities=probs.astype(np.float16))
-        ref = read_image(case.label)
-        per_case[case_id] = {
-            str(k): v
-            for k, v in compute_metrics(seg, ref.array, ref.geometry.spacing_zyx, labels).items()
-        }
+    step = f"validate {config} fold {fold}"
+    for case_id in progress_bar(val_ids, desc=step, unit="case", disable=not progress):
+        with failure_context(step, case_id):
+            case = cases[case_id]
+            image, geometry, _ = read_case(case.images)
+            seg, probs, _ = predictor.predict(image, geometry)
+            write_image(out / f"{case_id}{ds.file_ending}", seg, geometry)
+            with atomic_path(out / f"{case_id}.npz") as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, probabilities=probs.astype(np.float16))
+            ref = read_image(case.label)
+            metrics = compute_metrics(seg, ref.array, ref.geometry.spacing_zyx, labels)
+        per_case[case_id] = {str(k): v for k, v in metrics.items()}
     mean_dice = {
         str(lab): float(np.nanmean([per_case[c][str(lab)]["dice"] for c in per_case]))
         for lab in labels

@@ -364,7 +364,7 @@ class Trainer:
             torch.set_num_threads(threads)
 
     def _fit(self, resume: bool) -> list[dict[str, Any]]:
-        from tqdm import tqdm
+        from autoseg.progress import progress_bar
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -380,7 +380,7 @@ class Trainer:
             self.model.train()
             losses = []
             loader = self.loader_factory(self.train_ids, True, seed, self.local_batch)
-            bar = tqdm(
+            bar = progress_bar(
                 range(opts.iterations_per_epoch),
                 desc=f"{self.setup.config_name} fold {self.fold} epoch {self.epoch + 1}/"
                 f"{opts.epochs}",
