@@ -659,6 +659,51 @@ def test_truncated_file_is_named(tmp_path):
     assert "b.png" in str(exc.value) and "Fix:" in str(exc.value)
 
 
+def _with_nan(shape=SHAPE, seed=0, fraction=0.486) -> np.ndarray:
+    arr = np.random.default_rng(seed).normal(100, 10, shape).astype(np.float32)
+    arr[np.random.default_rng(seed + 1).random(shape) < fraction] = np.nan
+    return arr
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz", ".nrrd"])
+def test_nan_voxels_are_refused_before_anything_is_written(tmp_path, ext):
+    src = tmp_path / "src"
+    shape = (32, 16, 16)  # 8,192 voxels, as in the issue
+    nan = _with_nan(shape)
+    _write(src / f"a{ext}", _with_nan(shape, fraction=0))
+    _write(src / f"a_mask{ext}", _mask(0, shape))
+    _write(src / f"b{ext}", nan)
+    _write(src / f"b_mask{ext}", _mask(1, shape))
+    if ext.startswith(".nii"):  # SimpleITK hides them: the bytes on disk are NaN, it reads 0
+        assert not np.isnan(read_image(src / f"b{ext}").array).any()
+    with pytest.raises(AutosegError) as exc:
+        _convert(src, tmp_path)
+    text = str(exc.value)
+    assert f"b{ext}: image holds {np.isnan(nan).sum():,} NaN voxels of 8,192" in text
+    assert "replace them" in text and f"a{ext}" not in text
+    assert not (tmp_path / "root" / "raw").exists()
+
+
+def test_nan_in_a_float_mask_is_refused(tmp_path):
+    src = tmp_path / "src"
+    _write(src / "a.nii.gz", _image(0))
+    mask = _mask(0).astype(np.float32)
+    mask[0, 0, :3] = np.nan
+    _write(src / "a_mask.nii.gz", mask)
+    with pytest.raises(AutosegError, match=r"a_mask.nii.gz: mask holds 3 NaN voxels"):
+        _convert(src, tmp_path, threshold=1)
+
+
+def test_truncated_nifti_image_is_refused_in_the_check_pass(tmp_path):
+    src = _small_source(tmp_path / "src", 3)
+    path = src / "images" / "c1.nii.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AutosegError, match="c1.nii.gz: file is truncated"):
+        _convert(src, tmp_path)
+    assert not (tmp_path / "root" / "raw").exists(), "refused before writing any case"
+
+
 # ---------------------------------------------------------------------------------------------
 # Special layouts
 # ---------------------------------------------------------------------------------------------

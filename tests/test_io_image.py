@@ -85,6 +85,57 @@ def test_truncated_file_gives_clear_error(tmp_path):
     assert "t.nii.gz" in str(exc.value) and "Fix:" in str(exc.value)
 
 
+def _tiffs(folder) -> dict[str, np.ndarray]:
+    """TIFFs as SimpleITK (directories after the data) and Pillow (before) write them: 2D,
+    a 20-slice 3D stack, compressed and multi-page."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    flat = rng.integers(1, 255, (32, 40), dtype=np.uint8)
+    stack = rng.integers(1, 60000, (20, 32, 40), dtype=np.uint16)
+    sitk.WriteImage(sitk.GetImageFromArray(flat), str(folder / "sitk_2d.tif"))
+    sitk.WriteImage(sitk.GetImageFromArray(stack), str(folder / "sitk_3d.tif"))
+    sitk.WriteImage(sitk.GetImageFromArray(stack), str(folder / "sitk_3d_zip.tiff"), True)
+    Image.fromarray(flat).save(folder / "pil_lzw.tif", compression="tiff_lzw")
+    Image.fromarray(stack[0]).save(folder / "pil_big.tif", big_tiff=True)
+    pages = [Image.fromarray(x) for x in stack]
+    pages[0].save(folder / "pil_pages.tif", save_all=True, append_images=pages[1:])
+    return {
+        "sitk_2d.tif": flat,
+        "sitk_3d.tif": stack,
+        "sitk_3d_zip.tiff": stack,
+        "pil_lzw.tif": flat,
+        "pil_big.tif": stack[0],
+        "pil_pages.tif": stack,
+    }
+
+
+def test_truncated_tiff_is_detected_at_every_cut(tmp_path):
+    from autoseg.io.tiff import tiff_truncation
+
+    for name, array in _tiffs(tmp_path).items():
+        path = tmp_path / name
+        assert tiff_truncation(path) is None, name
+        np.testing.assert_array_equal(read_image(path).array, array)
+        data = path.read_bytes()
+        cut_path = tmp_path / f"cut_{name}"
+        for cut in range(8, len(data), max(1, len(data) // 60)):
+            cut_path.write_bytes(data[:cut])
+            with pytest.raises(AutosegError, match="truncated") as exc:
+                read_image(cut_path)
+            assert "Fix:" in str(exc.value), (name, cut)
+
+
+def test_truncated_tiff_stack_no_longer_reads_as_fewer_slices(tmp_path):
+    stack = _tiffs(tmp_path)["sitk_3d.tif"]
+    data = (tmp_path / "sitk_3d.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: int(len(data) * 0.35)])
+    fewer = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "cut.tif")))
+    assert fewer.shape[0] < stack.shape[0]  # what SimpleITK does without a word
+    with pytest.raises(AutosegError, match=r"truncated: the [a-z ]+ of page \d+ reaches byte"):
+        read_image(tmp_path / "cut.tif")
+
+
 def test_unknown_and_missing_files(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(AutosegError, match="unsupported file type"):

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import TMP_MARK, atomic_path
 from autoseg.io.nifti import nifti_truncation
+from autoseg.io.tiff import tiff_truncation
 
 # Longest first so that ".nii.gz" wins over ".gz".
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -176,15 +177,19 @@ def read_image(path: str | os.PathLike) -> ImageData:
             path=path,
             fix=f"convert it to one of {', '.join(IMAGE_EXTENSIONS)} or a DICOM series",
         )
+    truncated = None
     if ext.startswith(".nii"):
         # SimpleITK would zero-fill the missing part of a truncated NIfTI without an error.
         truncated = nifti_truncation(path)
-        if truncated:
-            raise AutosegError(
-                truncated,
-                path=path,
-                fix="copy or export the file again (an interrupted copy or download truncates it)",
-            )
+    elif ext in (".tif", ".tiff"):
+        # ... and read the surviving pages of a truncated TIFF stack as if they were all.
+        truncated = tiff_truncation(path)
+    if truncated:
+        raise AutosegError(
+            truncated,
+            path=path,
+            fix="copy or export the file again (an interrupted copy or download truncates it)",
+        )
     try:
         if ext in PILLOW_EXTENSIONS:
             return _read_pillow(path)
