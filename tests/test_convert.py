@@ -146,6 +146,50 @@ def test_dicom_series_converts_with_geometry(tmp_path):
     np.testing.assert_array_equal(read_image(case.label).array, mask)
 
 
+@pytest.mark.parametrize("drop", ["slice003.dcm", None])
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path, drop):
+    src = tmp_path / "src"
+    geo = _geo((6, 5, 7))
+    _write_dicom_series(src / "images" / "p1", _image(0, (6, 5, 7)), geo)
+    _write(src / "masks" / "p1.nii.gz", _mask(0, (5, 5, 7)), _geo((5, 5, 7)))  # as read
+    if drop is None:  # a repeated slice instead: two files at one position
+        shutil.copy(src / "images/p1/slice003.dcm", src / "images/p1/slice003b.dcm")
+    else:
+        (src / "images" / "p1" / drop).unlink()
+    with pytest.raises(AutosegError) as exc:
+        _convert(src, tmp_path)
+    assert "DICOM series has a gap" in str(exc.value) and "slice00" in str(exc.value)
+    assert not (tmp_path / "root" / "raw").exists()
+
+
+def test_slice_gap_rule():
+    from autoseg.io.image import slice_gap
+
+    assert slice_gap([0.0, 4.4, 8.79999, 13.2]) is None  # rounding in the headers
+    assert slice_gap([0.0, 4.4, 13.2, 17.6]) == (1, pytest.approx(8.8), pytest.approx(4.4))
+    assert slice_gap([0.0, -2.0, -4.0, -4.0, -6.0])[0] == 2  # a repeated slice
+    assert slice_gap([0.0, 3.0]) is None
+
+
+@pytest.mark.parametrize("what", ["missing", "cut"])
+def test_metaimage_without_its_data_is_refused_before_writing(tmp_path, what):
+    from autoseg.io import write_image
+
+    src = tmp_path / "src"
+    for i, name in enumerate("ab"):
+        write_image(src / f"{name}.mhd", _image(i), _geo(), compress=what == "missing")
+        _write(src / f"{name}_mask.nii.gz", _mask(i))
+    (data,) = [p for p in src.iterdir() if p.name.startswith("b.") and p.suffix != ".mhd"]
+    if what == "missing":
+        data.unlink()
+    else:
+        data.write_bytes(data.read_bytes()[:50])
+    with pytest.raises(AutosegError) as exc:
+        _convert(src, tmp_path)
+    assert "b.mhd" in str(exc.value) and ("is missing" if what == "missing" else "truncated")
+    assert not (tmp_path / "root" / "raw").exists(), "the check pass refuses, a.mhd unwritten"
+
+
 def test_png_rgb_grey_image_and_palette_mask_with_spacing(tmp_path):
     src = tmp_path / "src"
     grey = np.random.default_rng(1).integers(0, 255, (12, 9), dtype=np.uint8)

@@ -37,16 +37,18 @@ from tqdm import tqdm
 
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import remove_partials, write_json_atomic
+from autoseg.io.completeness import file_truncation
 from autoseg.io.dataset import DatasetJson
 from autoseg.io.image import (
     DEFAULT_2D_SPACING,
+    INCOMPLETE_FIX,
     Geometry,
     collapse_grey_rgb,
     read_image,
     split_extension,
     write_image,
 )
-from autoseg.io.nifti import nifti_stored_non_finite, nifti_truncation
+from autoseg.io.nifti import nifti_stored_non_finite
 from autoseg.io.nnunet import export_nnunet, is_nnunet_dataset, read_nnunet
 from autoseg.io.pairing import (
     SourceCase,
@@ -316,14 +318,11 @@ _FLOAT_PIXELS = (
 
 def _read_header(path: Path) -> tuple[Geometry, int, bool]:
     """Geometry, components per voxel and whether voxels are floating point, without reading
-    pixel data (a NIfTI file's length is checked against its header, cheaply)."""
-    truncated = nifti_truncation(path)
+    pixel data (the file's length is checked against its header, cheaply: see
+    :func:`autoseg.io.completeness.file_truncation`)."""
+    truncated = file_truncation(path)
     if truncated:
-        raise AutosegError(
-            truncated,
-            path=path,
-            fix="copy or export the file again (an interrupted copy or download truncates it)",
-        )
+        raise AutosegError(truncated, path=path, fix=INCOMPLETE_FIX)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

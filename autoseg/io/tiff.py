@@ -64,7 +64,9 @@ def _walk(fh: BinaryIO, size: int) -> str | None:
     magic = struct.unpack_from(f"{order}H", head, 2)[0]
     if magic == 42:
         big, offset = False, struct.unpack_from(f"{order}I", head, 4)[0]
-    elif magic == 43 and len(head) == 16:
+    elif magic == 43:
+        if len(head) < 16:
+            return _cut(size, 16, "the BigTIFF header")
         big, offset = True, struct.unpack_from(f"{order}Q", head, 8)[0]
     else:
         return None
