@@ -482,7 +482,14 @@ def _read_mask(
     if np.issubdtype(arr.dtype, np.floating):
         _refuse_non_finite(path, arr, arr.size, "mask")
     if img.n_components > 1:
-        arr = _grey_mask(arr, path, settings.threshold is not None)
+        if not np.all(arr == arr[..., :1]):
+            raise AutosegError(
+                "mask is a colour image; label values must be stored as pixel values",
+                path=path,
+                fix="save the mask as a single-channel (greyscale or palette) image whose pixel "
+                "values are the labels 0, 1, 2, ...",
+            )
+        arr = arr[..., 0]
     geo = _with_spacing(img.geometry, img.has_spacing, settings.spacing, path)
     detail = _grid_mismatch(grid, geo, image_has_spacing and img.has_spacing)
     if detail:
@@ -520,31 +527,6 @@ def _read_mask(
             remapped[out == old] = new
         out = remapped
     return out
-
-
-def _grey_mask(arr: np.ndarray, path: Path, thresholded: bool) -> np.ndarray:
-    """An RGB(A) mask -> one channel: exactly grey always; grey in substance (the channels of
-    a JPEG differ a little) only when it is binarised with --threshold anyway."""
-    if np.all(arr == arr[..., :1]):
-        return arr[..., 0]
-    if thresholded:
-        return collapse_grey_rgb(arr, path)
-    try:
-        collapse_grey_rgb(arr, path)
-    except AutosegError:
-        fix = (
-            "save the mask as a single-channel (greyscale or palette) image whose pixel values "
-            "are the labels 0, 1, 2, ..."
-        )
-    else:
-        fix = (
-            "its channels differ only slightly, as in a lossy (JPEG) copy of a grey mask: "
-            "binarise a one-label mask with --threshold 127, or save the mask as a "
-            "single-channel PNG with the labels 0, 1, 2, ..."
-        )
-    raise AutosegError(
-        "mask is a colour image; label values must be stored as pixel values", path=path, fix=fix
-    )
 
 
 # A mask with more values than this is summarised rather than counted value by value: an 8-bit
@@ -1115,6 +1097,8 @@ def _check_all(
     for check in _run(_check_job, [(c, settings) for c in cases], workers, "check", progress):
         checks[check.case_id] = check
     problems = [p for c in cases for p in checks[c.case_id].problems]
+    if len(problems) == 1:  # "<file>: what is wrong. Fix: ..." says it all, on one line
+        raise AutosegError(problems[0])
     raise_problems(
         f"{len(problems)} case(s) cannot be converted",
         problems,

@@ -344,7 +344,8 @@ def collapse_grey_rgb(
         raise AutosegError(
             f"image is in colour ({fraction:.0%} of pixels are not grey)",
             path=path,
-            fix="export a greyscale image, or raise the allowed colour fraction",
+            fix="export a greyscale image; for real colour data, save R, G and B as channel "
+            "files <case>_0000, _0001, _0002 (with a --pairs CSV)",
         )
     lum = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     if np.issubdtype(array.dtype, np.integer):

@@ -87,9 +87,12 @@ def sanitise_case_id(stem: str) -> str:
 
 
 def raise_problems(title: str, problems: list[str], *, path: object, fix: str) -> None:
-    """Raise one AutosegError that lists every problem (up to MAX_LISTED, then a count)."""
+    """Raise one AutosegError that lists every problem (up to MAX_LISTED, then a count), one
+    per line; a single problem stays on the error's one line."""
     if not problems:
         return
+    if len(problems) == 1:
+        raise AutosegError(f"{title}: {problems[0]}", path=path, fix=fix)
     shown = problems[:MAX_LISTED]
     more = len(problems) - len(shown)
     body = "\n  ".join(shown) + (f"\n  ... and {more} more" if more else "")
@@ -573,7 +576,7 @@ def apply_subject_pattern(cases: list[SourceCase], pattern: re.Pattern[str]) -> 
         first = missed[0]
         more = f" and {len(missed) - 1} more case(s)" if len(missed) > 1 else ""
         raise AutosegError(
-            f"--subject-pattern {pattern.pattern!r} finds no subject in case "
+            f"--subject-pattern '{pattern.pattern}' finds no subject in case "
             f"{first.case_id!r}{more}",
             path=first.images[0],
             fix="change the pattern so that its first group captures the subject in every case "
