@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import locale
 import os
 import shutil
 from collections.abc import Callable
@@ -228,6 +229,7 @@ def two_dicom_series_in_one_folder(tmp):
     _write_dicom_series(src / "images" / "p1", _image(0, (3, 5, 7)), _geo((3, 5, 7)))
     other = tmp / "other"
     _write_dicom_series(other, _image(1, (3, 5, 7)), _geo((3, 5, 7)))
+    before = locale.setlocale(locale.LC_ALL, None)  # GDCM's writer sets it to "C"
     for i, f in enumerate(sorted(other.iterdir())):
         img = sitk.ReadImage(str(f))
         img.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.7.2")  # another series UID
@@ -235,6 +237,7 @@ def two_dicom_series_in_one_folder(tmp):
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(str(src / "images" / "p1" / f"other{i}.dcm"))
         writer.Execute(img)
+    locale.setlocale(locale.LC_ALL, before)
     shutil.rmtree(other)
     _vol(src / "masks" / "p1.nii.gz", _mask(0, (3, 5, 7)), _geo((3, 5, 7)))
     return _convert(tmp)

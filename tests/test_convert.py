@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import locale
 import os
 import shutil
 import time
@@ -108,6 +109,16 @@ def test_3d_formats_keep_geometry(tmp_path, ext):
 
 
 def _write_dicom_series(folder: Path, arr: np.ndarray, geo: Geometry) -> None:
+    # GDCM's writer sets the process locale to "C", after which Python's default text
+    # encoding is ASCII and a later test's read_text() of UTF-8 fails: put the locale back.
+    before = locale.setlocale(locale.LC_ALL, None)
+    try:
+        _write_dicom_slices(folder, arr, geo)
+    finally:
+        locale.setlocale(locale.LC_ALL, before)
+
+
+def _write_dicom_slices(folder: Path, arr: np.ndarray, geo: Geometry) -> None:
     folder.mkdir(parents=True)
     img = geo.apply_to(sitk.GetImageFromArray(arr))
     writer = sitk.ImageFileWriter()
