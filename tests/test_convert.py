@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import locale
 import os
 import shutil
 import time
@@ -23,11 +25,14 @@ from autoseg.io.convert import (
     convert_folder,
     declare_labels,
     detect_format,
+    looks_like_lossy_binary,
     parse_label_map,
     parse_names,
     parse_spacing,
+    parse_threshold,
 )
-from autoseg.io.pairing import mask_base, pair_folder, sanitise_case_id
+from autoseg.io.pairing import frame_names_hint, mask_base, pair_folder, sanitise_case_id
+from autoseg.training.splits import make_splits
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHAPE = (4, 6, 7)  # (z, y, x)
@@ -104,6 +109,16 @@ def test_3d_formats_keep_geometry(tmp_path, ext):
 
 
 def _write_dicom_series(folder: Path, arr: np.ndarray, geo: Geometry) -> None:
+    # GDCM's writer sets the process locale to "C", after which Python's default text
+    # encoding is ASCII and a later test's read_text() of UTF-8 fails: put the locale back.
+    before = locale.setlocale(locale.LC_ALL, None)
+    try:
+        _write_dicom_slices(folder, arr, geo)
+    finally:
+        locale.setlocale(locale.LC_ALL, before)
+
+
+def _write_dicom_slices(folder: Path, arr: np.ndarray, geo: Geometry) -> None:
     folder.mkdir(parents=True)
     img = geo.apply_to(sitk.GetImageFromArray(arr))
     writer = sitk.ImageFileWriter()
@@ -140,6 +155,50 @@ def test_dicom_series_converts_with_geometry(tmp_path):
     np.testing.assert_array_equal(img.array, arr)
     assert img.geometry.mismatch(geo) is None
     np.testing.assert_array_equal(read_image(case.label).array, mask)
+
+
+@pytest.mark.parametrize("drop", ["slice003.dcm", None])
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path, drop):
+    src = tmp_path / "src"
+    geo = _geo((6, 5, 7))
+    _write_dicom_series(src / "images" / "p1", _image(0, (6, 5, 7)), geo)
+    _write(src / "masks" / "p1.nii.gz", _mask(0, (5, 5, 7)), _geo((5, 5, 7)))  # as read
+    if drop is None:  # a repeated slice instead: two files at one position
+        shutil.copy(src / "images/p1/slice003.dcm", src / "images/p1/slice003b.dcm")
+    else:
+        (src / "images" / "p1" / drop).unlink()
+    with pytest.raises(AutosegError) as exc:
+        _convert(src, tmp_path)
+    assert "DICOM series has a gap" in str(exc.value) and "slice00" in str(exc.value)
+    assert not (tmp_path / "root" / "raw").exists()
+
+
+def test_slice_gap_rule():
+    from autoseg.io.image import slice_gap
+
+    assert slice_gap([0.0, 4.4, 8.79999, 13.2]) is None  # rounding in the headers
+    assert slice_gap([0.0, 4.4, 13.2, 17.6]) == (1, pytest.approx(8.8), pytest.approx(4.4))
+    assert slice_gap([0.0, -2.0, -4.0, -4.0, -6.0])[0] == 2  # a repeated slice
+    assert slice_gap([0.0, 3.0]) is None
+
+
+@pytest.mark.parametrize("what", ["missing", "cut"])
+def test_metaimage_without_its_data_is_refused_before_writing(tmp_path, what):
+    from autoseg.io import write_image
+
+    src = tmp_path / "src"
+    for i, name in enumerate("ab"):
+        write_image(src / f"{name}.mhd", _image(i), _geo(), compress=what == "missing")
+        _write(src / f"{name}_mask.nii.gz", _mask(i))
+    (data,) = [p for p in src.iterdir() if p.name.startswith("b.") and p.suffix != ".mhd"]
+    if what == "missing":
+        data.unlink()
+    else:
+        data.write_bytes(data.read_bytes()[:50])
+    with pytest.raises(AutosegError) as exc:
+        _convert(src, tmp_path)
+    assert "b.mhd" in str(exc.value) and ("is missing" if what == "missing" else "truncated")
+    assert not (tmp_path / "root" / "raw").exists(), "the check pass refuses, a.mhd unwritten"
 
 
 def test_png_rgb_grey_image_and_palette_mask_with_spacing(tmp_path):
@@ -409,6 +468,173 @@ def test_non_consecutive_values_suggest_a_map():
         declare_labels({"m": frozenset({0})})
 
 
+def _jpeg_frames(src: Path, subjects=3, frames=3, quality=75, rgb=False) -> dict[str, np.ndarray]:
+    """Ultrasound-like frames ``<subject>_<frame>.jpg`` with one-label masks 0/255 saved as JPEG
+    (``<subject>_<frame>_mask.jpg``), as in the brachial-plexus set; returns the true masks."""
+    src.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:48, :64]
+    truth = {}
+    for s in range(subjects):
+        for f in range(frames):
+            name = f"{s + 1}_{f + 1}"
+            img = rng.integers(20, 230, (48, 64), dtype=np.uint8)
+            m = ((yy - 24) / 9.0) ** 2 + ((xx - 30 - 2 * f - s) / 14.0) ** 2 < 1
+            mask = m.astype(np.uint8) * 255
+            Image.fromarray(img).save(src / f"{name}.jpg", quality=quality)
+            saved = Image.fromarray(mask).convert("RGB") if rgb else Image.fromarray(mask)
+            saved.save(src / f"{name}_mask.jpg", quality=quality)
+            truth[name] = m.astype(np.uint8)
+    return truth
+
+
+def test_lossy_binary_rule_numbers():
+    yy, xx = np.mgrid[:420, :580]
+    ellipse = (((yy - 200) / 30.0) ** 2 + ((xx - 300) / 45.0) ** 2 < 1).astype(np.uint8) * 255
+    for quality in (50, 75, 90, 95, 100):  # the qualities the docstring's numbers come from
+        buf = io.BytesIO()
+        Image.fromarray(ellipse).save(buf, "JPEG", quality=quality)
+        decoded = np.array(Image.open(buf)).astype(np.int64)
+        values, counts = np.unique(decoded, return_counts=True)
+        assert looks_like_lossy_binary(dict(zip(values.tolist(), counts.tolist()))), quality
+    assert not looks_like_lossy_binary({0: 900, 255: 100})  # exact 0/255: --labels 255:1
+    assert not looks_like_lossy_binary({v: 100 - v for v in range(11)})  # labels 0..10
+    image = np.random.default_rng(0).integers(0, 256, 5000)
+    values, counts = np.unique(image, return_counts=True)
+    assert not looks_like_lossy_binary(dict(zip(values.tolist(), counts.tolist())))
+
+
+def test_jpeg_binary_masks_suggest_threshold_and_convert_with_it(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "src"
+    truth = _jpeg_frames(src)
+    code, out, err = _cli([str(src), "--name", "BP"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and "--threshold 127" in err and "lossy" in err
+    assert "renumber" not in err and "--labels" not in err
+    assert "\n" not in _error_text(err), "one line"
+    assert not (tmp_path / "root" / "raw").exists(), "nothing written"
+    code, out, err = _cli(
+        [str(src), "--name", "BP", "--threshold", "127", "--label-names", "nerve"],
+        capsys,
+        monkeypatch,
+        tmp_path,
+    )
+    assert code == 0 and "OK" in out
+    target = tmp_path / "root" / "raw" / "001_BP"
+    assert load_dataset_json(target).labels == {"background": 0, "nerve": 1}
+    for case in list_cases(target):
+        np.testing.assert_array_equal(read_image(case.label).array, truth[case.case_id])
+
+
+def test_rgb_jpeg_masks_are_binarised_with_threshold(tmp_path):
+    src = tmp_path / "src"
+    truth = _jpeg_frames(src, subjects=1, frames=2, quality=60, rgb=True)
+    with pytest.raises(AutosegError, match="--threshold 127"):
+        _convert(src, tmp_path)
+    result = _convert(src, tmp_path, threshold=127)
+    assert _errors(result) == []
+    for case in list_cases(result.target):
+        np.testing.assert_array_equal(read_image(case.label).array, truth[case.case_id])
+
+
+def test_0_255_png_masks_keep_labels_suggestion_and_take_threshold(tmp_path):
+    src = tmp_path / "src"
+    mask = np.zeros((10, 8), np.uint8)
+    mask[3:6, 2:5] = 255
+    _png(src / "u1.png", np.random.default_rng(2).integers(0, 255, (10, 8), dtype=np.uint8))
+    _png(src / "u1_mask.png", mask)
+    with pytest.raises(AutosegError) as exc:
+        _convert(src, tmp_path)
+    assert "--labels 255:1" in str(exc.value) and "(a 0/255 mask is one label)" in str(exc.value)
+    result = _convert(src, tmp_path, threshold=127)
+    (case,) = list_cases(result.target)
+    np.testing.assert_array_equal(read_image(case.label).array, mask // 255)
+
+
+def test_many_mask_values_get_no_renumbering():
+    with pytest.raises(AutosegError) as exc:
+        declare_labels({"m.png": frozenset(range(0, 60, 2))})
+    assert "--labels" not in str(exc.value) and "30 distinct values" in str(exc.value)
+    with pytest.raises(AutosegError) as exc:
+        declare_labels({"m.png": frozenset(range(40))}, label_names=["nerve"])
+    assert "--labels" not in str(exc.value) and "--threshold" in str(exc.value)
+
+
+def test_threshold_option_errors(tmp_path):
+    src = _small_source(tmp_path / "src", 1)
+    with pytest.raises(AutosegError, match="cannot be combined"):
+        _convert(src, tmp_path, threshold=127, label_map={255: 1})
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(AutosegError, match="above 0"):
+            _convert(src, tmp_path, threshold=bad)
+    with pytest.raises(AutosegError, match="not a number"):
+        parse_threshold("half")
+
+
+# ---------------------------------------------------------------------------------------------
+# Subjects from case names
+# ---------------------------------------------------------------------------------------------
+
+
+def test_subject_pattern_records_subjects_and_splits_keep_them_together(tmp_path):
+    src = tmp_path / "src"
+    _jpeg_frames(src, subjects=5, frames=4)
+    result = _convert(src, tmp_path, threshold=127, subject_pattern=r"^(\d+)_")
+    assert result.warnings == []
+    ds = load_dataset_json(result.target)
+    case_ids = [c.case_id for c in list_cases(result.target)]
+    assert len(case_ids) == 20
+    assert {ds.subject_of(c) for c in case_ids} == {"1", "2", "3", "4", "5"}
+    assert ds.cases["3_4"] == {"subject": "3"}
+    folds = make_splits(case_ids, [ds.subject_of(c) for c in case_ids], n_folds=5)
+    for fold in folds:
+        val_subjects = {ds.subject_of(c) for c in fold["val"]}
+        assert not val_subjects & {ds.subject_of(c) for c in fold["train"]}
+        assert len(fold["val"]) == 4  # all four frames of one subject
+
+
+def test_frame_names_without_subjects_warn(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "src"
+    _jpeg_frames(src, subjects=3, frames=3)
+    code, out, _ = _cli([str(src), "--name", "BP", "--threshold", "127"], capsys, monkeypatch,
+                        tmp_path)  # fmt: skip
+    assert code == 0
+    (line,) = [t for t in out.splitlines() if t.startswith("warning:")]
+    assert "--subject-pattern '^(\\d+)_'" in line and "own subject" in line
+    ds = load_dataset_json(tmp_path / "root" / "raw" / "001_BP")
+    assert ds.subject_of("2_3") == "2_3"  # the user's choice: warned, not guessed
+
+
+def test_frame_names_hint_rule():
+    assert frame_names_hint([f"{s}_{f}" for s in range(30) for f in range(38)]) == r"^(\d+)_"
+    assert frame_names_hint([f"p{s}_{f}" for s in range(3) for f in range(2)]) == r"^(.+)_\d+$"
+    assert frame_names_hint([f"case_{i:03d}" for i in range(100)]) is None  # one prefix
+    assert frame_names_hint([f"p{i:02d}" for i in range(30)]) is None  # no frame number
+    assert frame_names_hint([f"s{i}_1" for i in range(30)]) is None  # one name per prefix
+
+
+def test_subject_pattern_that_misses_a_name_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "src"
+    _jpeg_frames(src, subjects=2, frames=2)
+    shutil.copy(src / "1_1.jpg", src / "extra.jpg")
+    shutil.copy(src / "1_1_mask.jpg", src / "extra_mask.jpg")
+    args = [str(src), "--name", "BP", "--threshold", "127", "--subject-pattern", r"^(\d+)_"]
+    code, _, err = _cli(args, capsys, monkeypatch, tmp_path)
+    assert code == 2 and "extra.jpg" in err and "finds no subject" in err and "Fix:" in err
+    assert "\n" not in _error_text(err)
+    assert not (tmp_path / "root" / "raw").exists()
+    code, _, err = _cli([*args[:-1], "(unclosed"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and "not a regular expression" in err
+
+
+def test_subjects_from_cases_csv_win_over_the_pattern(tmp_path):
+    src = tmp_path / "src"
+    _jpeg_frames(src, subjects=2, frames=2)
+    (src / "cases.csv").write_text("case,subject\n1_1,alice\n")
+    result = _convert(src, tmp_path, threshold=127, subject_pattern=r"^(\d+)_")
+    ds = load_dataset_json(result.target)
+    assert [ds.subject_of(c) for c in ("1_1", "1_2", "2_1")] == ["alice", "1", "2"]
+
+
 def test_float_integral_mask_is_accepted_non_integral_refused(tmp_path):
     src = tmp_path / "src"
     _write(src / "a.nii.gz", _image(0))
@@ -486,6 +712,51 @@ def test_truncated_file_is_named(tmp_path):
     with pytest.raises(AutosegError) as exc:
         _convert(src, tmp_path)
     assert "b.png" in str(exc.value) and "Fix:" in str(exc.value)
+
+
+def _with_nan(shape=SHAPE, seed=0, fraction=0.486) -> np.ndarray:
+    arr = np.random.default_rng(seed).normal(100, 10, shape).astype(np.float32)
+    arr[np.random.default_rng(seed + 1).random(shape) < fraction] = np.nan
+    return arr
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz", ".nrrd"])
+def test_nan_voxels_are_refused_before_anything_is_written(tmp_path, ext):
+    src = tmp_path / "src"
+    shape = (32, 16, 16)  # 8,192 voxels, as in the issue
+    nan = _with_nan(shape)
+    _write(src / f"a{ext}", _with_nan(shape, fraction=0))
+    _write(src / f"a_mask{ext}", _mask(0, shape))
+    _write(src / f"b{ext}", nan)
+    _write(src / f"b_mask{ext}", _mask(1, shape))
+    if ext.startswith(".nii"):  # SimpleITK hides them: the bytes on disk are NaN, it reads 0
+        assert not np.isnan(read_image(src / f"b{ext}").array).any()
+    with pytest.raises(AutosegError) as exc:
+        _convert(src, tmp_path)
+    text = str(exc.value)
+    assert f"b{ext}: image holds {np.isnan(nan).sum():,} NaN voxels of 8,192" in text
+    assert "replace them" in text and f"a{ext}" not in text
+    assert not (tmp_path / "root" / "raw").exists()
+
+
+def test_nan_in_a_float_mask_is_refused(tmp_path):
+    src = tmp_path / "src"
+    _write(src / "a.nii.gz", _image(0))
+    mask = _mask(0).astype(np.float32)
+    mask[0, 0, :3] = np.nan
+    _write(src / "a_mask.nii.gz", mask)
+    with pytest.raises(AutosegError, match=r"a_mask.nii.gz: mask holds 3 NaN voxels"):
+        _convert(src, tmp_path, threshold=1)
+
+
+def test_truncated_nifti_image_is_refused_in_the_check_pass(tmp_path):
+    src = _small_source(tmp_path / "src", 3)
+    path = src / "images" / "c1.nii.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AutosegError, match="c1.nii.gz: file is truncated"):
+        _convert(src, tmp_path)
+    assert not (tmp_path / "root" / "raw").exists(), "refused before writing any case"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -699,6 +970,11 @@ def _cli(args, capsys, monkeypatch, tmp_path) -> tuple[int, str, str]:
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     return code, out, err
+
+
+def _error_text(err: str) -> str:
+    """The error message that the CLI printed (after any progress bars), without the newline."""
+    return err[err.index("autoseg convert: error:") :].rstrip("\n")
 
 
 def test_cli_converts_and_reports(tmp_path, capsys, monkeypatch):

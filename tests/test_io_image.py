@@ -36,11 +36,14 @@ def test_3d_round_trip_keeps_geometry(tmp_path, ext):
     assert not list(tmp_path.glob(f"{TMP_MARK}*")), "no temporary file may remain"
 
 
-def test_mhd_writes_header_and_data_file(tmp_path):
-    arr = np.zeros((2, 3, 4), np.uint8)
-    write_image(tmp_path / "x.mhd", arr, Geometry.default(arr.shape))
+@pytest.mark.parametrize("ext", [".mhd", ".nhdr"])
+def test_header_and_data_file_formats_are_written_under_final_names(tmp_path, ext):
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_image(tmp_path / f"x{ext}", arr, Geometry.default(arr.shape))
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names[0] == "x.mhd" and names[1].startswith("x.") and len(names) == 2
+    assert names[0] == f"x{ext}" and names[1].startswith("x.") and len(names) == 2
+    assert names[1] in (tmp_path / f"x{ext}").read_text(encoding="latin-1")
+    np.testing.assert_array_equal(read_image(tmp_path / f"x{ext}").array, arr)
 
 
 @pytest.mark.parametrize("ext", [".png", ".tif", ".bmp"])
@@ -83,6 +86,87 @@ def test_truncated_file_gives_clear_error(tmp_path):
     with pytest.raises(AutosegError) as exc:
         read_image(path)
     assert "t.nii.gz" in str(exc.value) and "Fix:" in str(exc.value)
+
+
+def _tiffs(folder) -> dict[str, np.ndarray]:
+    """TIFFs as SimpleITK (directories after the data) and Pillow (before) write them: 2D,
+    a 20-slice 3D stack, compressed and multi-page."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    flat = rng.integers(1, 255, (32, 40), dtype=np.uint8)
+    stack = rng.integers(1, 60000, (20, 32, 40), dtype=np.uint16)
+    sitk.WriteImage(sitk.GetImageFromArray(flat), str(folder / "sitk_2d.tif"))
+    sitk.WriteImage(sitk.GetImageFromArray(stack), str(folder / "sitk_3d.tif"))
+    sitk.WriteImage(sitk.GetImageFromArray(stack), str(folder / "sitk_3d_zip.tiff"), True)
+    Image.fromarray(flat).save(folder / "pil_lzw.tif", compression="tiff_lzw")
+    Image.fromarray(stack[0]).save(folder / "pil_big.tif", big_tiff=True)
+    pages = [Image.fromarray(x) for x in stack]
+    pages[0].save(folder / "pil_pages.tif", save_all=True, append_images=pages[1:])
+    return {
+        "sitk_2d.tif": flat,
+        "sitk_3d.tif": stack,
+        "sitk_3d_zip.tiff": stack,
+        "pil_lzw.tif": flat,
+        "pil_big.tif": stack[0],
+        "pil_pages.tif": stack,
+    }
+
+
+def test_truncated_tiff_is_detected_at_every_cut(tmp_path):
+    from autoseg.io.tiff import tiff_truncation
+
+    for name, array in _tiffs(tmp_path).items():
+        path = tmp_path / name
+        assert tiff_truncation(path) is None, name
+        np.testing.assert_array_equal(read_image(path).array, array)
+        data = path.read_bytes()
+        cut_path = tmp_path / f"cut_{name}"
+        for cut in range(8, len(data), max(1, len(data) // 60)):
+            cut_path.write_bytes(data[:cut])
+            with pytest.raises(AutosegError, match="file is truncated") as exc:
+                read_image(cut_path)
+            assert "Fix:" in str(exc.value), (name, cut)
+
+
+def test_truncated_tiff_stack_no_longer_reads_as_fewer_slices(tmp_path):
+    stack = _tiffs(tmp_path)["sitk_3d.tif"]
+    data = (tmp_path / "sitk_3d.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: int(len(data) * 0.35)])
+    fewer = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "cut.tif")))
+    assert fewer.shape[0] < stack.shape[0]  # what SimpleITK does without a word
+    with pytest.raises(AutosegError, match=r"truncated: the [a-z ]+ of page \d+ reaches byte"):
+        read_image(tmp_path / "cut.tif")
+
+
+@pytest.mark.parametrize("name", ["a.mha", "b.mha", "c.mhd", "d.mhd", "e.nrrd", "f.nrrd",
+                                  "g.nhdr", "h.nhdr"])  # fmt: skip
+def test_truncated_or_incomplete_metaimage_and_nrrd_are_named(tmp_path, name):
+    """Compressed (a, c, e, g) and raw (b, d, f, h); data inside the header file or beside it.
+    Written by SimpleITK directly (a .nhdr's data file is named when it is written)."""
+    array = np.random.default_rng(0).integers(-500, 3000, (6, 7, 9)).astype(np.int16)
+    path = tmp_path / name
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path), name[0] in "aceg")
+    from autoseg.io.completeness import file_truncation
+
+    assert file_truncation(path) is None
+    np.testing.assert_array_equal(read_image(path).array, array)
+    data_files = [p for p in tmp_path.iterdir() if p != path]
+    target = data_files[0] if data_files else path
+    data = target.read_bytes()
+    start = 0  # where the pixel data starts
+    if not data_files:
+        end_of_header = b"ElementDataFile = LOCAL\n" if name.endswith(".mha") else b"\n\n"
+        start = data.index(end_of_header) + len(end_of_header)
+    for cut in range(start, len(data), max(1, (len(data) - start) // 40)):
+        target.write_bytes(data[:cut])
+        with pytest.raises(AutosegError, match="file is truncated") as exc:
+            read_image(path)
+        assert name in str(exc.value) and "Fix:" in str(exc.value)
+    if data_files:
+        target.unlink()
+        with pytest.raises(AutosegError, match=f"data file {target.name} is missing"):
+            read_image(path)
 
 
 def test_unknown_and_missing_files(tmp_path):

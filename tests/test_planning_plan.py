@@ -11,7 +11,7 @@ import pytest
 from autoseg.errors import AutosegError
 from autoseg.planning import Plan, load_plan, plan_dataset, plan_from_dict, save_plan
 from autoseg.planning.patch import approximate_memory_gb
-from autoseg.planning.plan import ConfigurationPlan, FingerprintSummary
+from autoseg.planning.plan import SCHEMA_VERSION, ConfigurationPlan, FingerprintSummary
 from autoseg.planning.synthetic import synthetic_fingerprint
 
 SCHEMA = Path(__file__).resolve().parents[1] / "plans" / "plan.schema.json"
@@ -96,6 +96,18 @@ def test_bad_hand_edit_names_the_field(plan, tmp_path, field, value, message):
     text = str(err.value)
     assert message in text
     assert str(path) in text and "Fix:" in text
+
+
+def test_plan_from_a_newer_version_says_so_before_its_new_fields(plan, tmp_path):
+    d = copy.deepcopy(plan.to_dict())
+    d["schema_version"] = SCHEMA_VERSION + 1
+    d["a_field_of_the_future"] = {"x": 1}
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(AutosegError) as err:
+        load_plan(path)
+    text = str(err.value)
+    assert "newer autoseg" in text and "upgrade autoseg" in text and "unknown field" not in text
 
 
 def test_valid_hand_edit_is_accepted(plan, tmp_path):

@@ -13,6 +13,7 @@ from autoseg.io.convert import (
     parse_label_map,
     parse_names,
     parse_spacing,
+    parse_threshold,
 )
 from autoseg.io.nnunet import is_nnunet_dataset
 from autoseg.io.verify import Problem, summary_line
@@ -24,10 +25,12 @@ pairing rules, in order: (1) --pairs CSV (columns image,mask or image_0000,...; 
 case,subject,cohort); (2) images/ + masks/ (or labels/) with the same file names;
 (3) one folder, mask named <stem>_mask/_seg/_label/_labels/_gt; (4) a test/ (or imagesTs/)
 folder and images without a mask go to imagesTs. cases.csv (case,subject,cohort) at the top
-of SOURCE fills per-case metadata. See documentation/dataset_format.md.
+of SOURCE fills per-case metadata; --subject-pattern takes subjects from the case names.
+See documentation/dataset_format.md.
 
 examples:
   autoseg convert ~/us_frames --name MedianUS --labels 255:1 --label-names nerve --spacing 0.08,0.08
+  autoseg convert ~/bp_jpeg --name BrachialUS --threshold 127 --subject-pattern '^(\\d+)_'
   autoseg convert ~/Task01_BrainTumour --name BrainTumour --format msd
   autoseg convert ~/thigh_mrn --name SciaticMRN --pairs ~/thigh_mrn/pairs.csv --channel-names T2
   autoseg convert 12 --to nnunet --out ~/nnUNet_raw
@@ -50,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id", type=int, dest="dataset_id", help="dataset id (default: next free)")
     p.add_argument("--pairs", metavar="CSV", help="CSV listing image,mask pairs")
     p.add_argument("--labels", metavar="OLD:NEW,...", help="remap mask values, e.g. 255:1")
+    p.add_argument(
+        "--threshold",
+        metavar="T",
+        help="binarise masks: values >= T become label 1, the rest 0 (one-label masks saved "
+        "as JPEG or 0/255: --threshold 127)",
+    )
     p.add_argument("--label-names", metavar="A,B", help="names of labels 1, 2, ...")
     p.add_argument("--channel-names", metavar="A,B", help="names of channels 0, 1, ... (e.g. T2)")
     p.add_argument(
@@ -58,6 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pixel size in mm for formats without one (PNG/TIF/JPG); default 1.0",
     )
     p.add_argument("--meta", metavar="CSV", help="per-case metadata: case,subject,cohort")
+    p.add_argument(
+        "--subject-pattern",
+        metavar="REGEX",
+        help="subject id = first group of REGEX matched in each case name, e.g. '^(\\d+)_' "
+        "for video frames 12_7.jpg (keeps a subject's frames in one cross-validation fold)",
+    )
     p.add_argument("--format", choices=FORMATS, default="auto", help="source layout")
     p.add_argument("--overwrite", action="store_true", help="replace an existing target")
     p.add_argument("--workers", type=int, help="processes (default min(4, cpu count))")
@@ -97,12 +112,16 @@ def run(args: argparse.Namespace) -> int:
         else None,
         spacing=parse_spacing(args.spacing) if args.spacing else None,
         meta_csv=args.meta,
+        threshold=parse_threshold(args.threshold) if args.threshold is not None else None,
+        subject_pattern=args.subject_pattern,
         fmt=args.format,
         overwrite=args.overwrite,
         num_workers=args.workers,
     )
     for note in result.notes:
         print(f"note: {note}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
     test = f" and {result.n_test} test case(s)" if result.n_test else ""
     print(f"converted {result.n_cases} training case(s){test} into {result.target}")
     _print_problems(result.problems)

@@ -22,6 +22,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -35,20 +36,26 @@ import SimpleITK as sitk
 
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import remove_partials, write_json_atomic
+from autoseg.io.completeness import file_truncation
 from autoseg.io.dataset import DatasetJson
 from autoseg.io.image import (
     DEFAULT_2D_SPACING,
+    INCOMPLETE_FIX,
     Geometry,
     collapse_grey_rgb,
     read_image,
     split_extension,
     write_image,
 )
+from autoseg.io.nifti import nifti_stored_non_finite
 from autoseg.io.nnunet import export_nnunet, is_nnunet_dataset, read_nnunet
 from autoseg.io.pairing import (
     SourceCase,
     SourceLayout,
     apply_metadata,
+    apply_subject_pattern,
+    compile_subject_pattern,
+    frame_names_hint,
     is_kaggle,
     is_msd,
     pair_folder,
@@ -57,7 +64,7 @@ from autoseg.io.pairing import (
     read_kaggle,
     read_msd,
 )
-from autoseg.io.verify import Problem, verify_dataset
+from autoseg.io.verify import Problem, value_counts, verify_dataset
 from autoseg.paths import (
     dataset_folder_name,
     parse_dataset_folder,
@@ -75,9 +82,11 @@ __all__ = [
     "detect_format",
     "export_nnunet",
     "load_layout",
+    "looks_like_lossy_binary",
     "parse_label_map",
     "parse_names",
     "parse_spacing",
+    "parse_threshold",
     "to_grey",
 ]
 
@@ -101,6 +110,7 @@ class ConvertResult:
     n_test: int = 0
     problems: list[Problem] = field(default_factory=list)  # from verify_dataset
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the source; nothing failed
     resumed: bool = False
     n_skipped: int = 0  # cases already converted by an interrupted earlier run
 
@@ -165,6 +175,28 @@ def parse_spacing(text: str) -> tuple[float, ...]:
     return values
 
 
+def parse_threshold(text: str) -> float:
+    """``"127"`` -> ``127.0``; see :func:`check_threshold`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise AutosegError(
+            f"--threshold {text!r} is not a number", fix="write e.g. --threshold 127"
+        ) from None
+    return check_threshold(value)
+
+
+def check_threshold(value: float) -> float:
+    """A mask threshold T (values >= T become label 1) must be finite and above 0, else every
+    voxel, background included, would become foreground."""
+    if not np.isfinite(value) or value <= 0:
+        raise AutosegError(
+            f"--threshold {value:g} must be a number above 0 (mask values >= it become 1)",
+            fix="write e.g. --threshold 127 for masks saved as 0/255",
+        )
+    return float(value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading the source
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +258,7 @@ class _Settings:
     spacing: tuple[float, ...] | None = None
     declared: tuple[int, ...] | None = None  # None in the check pass
     n_channels: int | None = None
+    threshold: float | None = None  # --threshold: mask values >= it become 1, the rest 0
 
 
 @dataclass
@@ -245,6 +278,9 @@ class _CaseCheck:
     ndim: int | None = None
     n_channels: int | None = None
     values: frozenset[int] = frozenset()
+    # Voxels per mask value as stored (before --labels); None when --threshold is given or the
+    # mask holds more than MAX_COUNTED_VALUES values (then it is no lossy 8-bit mask either).
+    raw_counts: dict[int, int] | None = None
     lacks_spacing: bool = False
     tinted: bool = False
     problems: list[str] = field(default_factory=list)
@@ -272,8 +308,21 @@ def _with_spacing(geo: Geometry, has_spacing: bool, spacing: tuple[float, ...] |
     return geo.with_spacing(spacing)
 
 
-def _read_header(path: Path) -> tuple[Geometry, int]:
-    """Geometry and components per voxel without reading pixel data."""
+_FLOAT_PIXELS = (
+    sitk.sitkFloat32,
+    sitk.sitkFloat64,
+    sitk.sitkVectorFloat32,
+    sitk.sitkVectorFloat64,
+)
+
+
+def _read_header(path: Path) -> tuple[Geometry, int, bool]:
+    """Geometry, components per voxel and whether voxels are floating point, without reading
+    pixel data (the file's length is checked against its header, cheaply: see
+    :func:`autoseg.io.completeness.file_truncation`)."""
+    truncated = file_truncation(path)
+    if truncated:
+        raise AutosegError(truncated, path=path, fix=INCOMPLETE_FIX)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -291,7 +340,34 @@ def _read_header(path: Path) -> tuple[Geometry, int]:
         tuple(float(d) for d in reader.GetDirection()),
         tuple(int(s) for s in reader.GetSize()),
     )
-    return geo, int(reader.GetNumberOfComponents())
+    return geo, int(reader.GetNumberOfComponents()), reader.GetPixelID() in _FLOAT_PIXELS
+
+
+def _refuse_non_finite(
+    path: Path, array: np.ndarray | None, n_voxels: int, what: str = "image"
+) -> None:
+    """NaN/Inf voxels stop the conversion: nothing downstream can use them, and SimpleITK's
+    NIfTI reader silently turns them into 0 (a real intensity: water in CT, the noise floor in
+    MR), so they are counted in the array or, for NIfTI, in the stored voxels."""
+    n_nan = n_inf = 0
+    if array is not None and np.issubdtype(array.dtype, np.floating):
+        n_nan = int(np.count_nonzero(np.isnan(array)))
+        n_inf = int(np.count_nonzero(np.isinf(array)))
+    hidden = n_nan + n_inf == 0 and split_extension(path.name)[1].lower().startswith(".nii")
+    if hidden:
+        n_nan, n_inf = nifti_stored_non_finite(path)
+    if n_nan + n_inf == 0:
+        return
+    kinds = " and ".join(f"{n:,} {k}" for n, k in ((n_nan, "NaN"), (n_inf, "Inf")) if n)
+    raise AutosegError(
+        f"{what} holds {kinds} voxels of {n_voxels:,}"
+        + (" (SimpleITK reads them as 0, which would pass for a measurement)" if hidden else ""),
+        path=path,
+        fix="replace them in the source file (e.g. with the image minimum where NaN marks "
+        "voxels outside the field of view) and convert again"
+        if what == "image"
+        else "replace them by 0 (background) or a label in the source file and convert again",
+    )
 
 
 def _split_channels(
@@ -350,10 +426,15 @@ def _load_channels(paths: Sequence[Path], header_only: bool) -> list[_Channel]:
     for p in paths:
         ext = split_extension(p.name)[1].lower()
         if header_only and p.is_file() and ext in _HEADER_EXTENSIONS:
-            geo, n_comp = _read_header(p)
+            geo, n_comp, is_float = _read_header(p)
+            if is_float:  # the voxels must be read to find NaN (~0.1 s per 25 MB)
+                data = None if ext.startswith(".nii") else read_image(p).array
+                _refuse_non_finite(p, data, int(np.prod(geo.size)) * n_comp)
             out += _split_channels(None, geo, n_comp, p, True)
         else:
             img = read_image(p)
+            if header_only:
+                _refuse_non_finite(p, img.array, img.array.size)
             n_comp = img.n_components
             out += _split_channels(img.array, img.geometry, n_comp, p, img.has_spacing)
     return out
@@ -383,15 +464,23 @@ def _grid_mismatch(ref: Geometry, other: Geometry, both_have_spacing: bool) -> s
 
 
 def _read_mask(
-    path: Path, grid: Geometry, image_path: Path, image_has_spacing: bool, settings: _Settings
+    path: Path,
+    grid: Geometry,
+    image_path: Path,
+    image_has_spacing: bool,
+    settings: _Settings,
+    raw_counts: dict[int, int] | None = None,
 ) -> np.ndarray:
-    """The mask as int64 on the image's grid, remapped; errors name the file and the fix."""
+    """The mask as int64 on the image's grid, binarised or remapped; errors name the file and
+    the fix. ``raw_counts``, if given, receives the voxels per value before ``--labels``."""
     img = read_image(path)
     arr = img.array
     if img.geometry.ndim not in (2, 3):
         raise AutosegError(
             f"mask is {img.geometry.ndim}D", path=path, fix="save the mask as one 2D or 3D map"
         )
+    if np.issubdtype(arr.dtype, np.floating):
+        _refuse_non_finite(path, arr, arr.size, "mask")
     if img.n_components > 1:
         if not np.all(arr == arr[..., :1]):
             raise AutosegError(
@@ -410,6 +499,8 @@ def _read_mask(
             fix="export the mask from the very image it was drawn on, or resample it onto the "
             "image's grid with nearest-neighbour interpolation",
         )
+    if settings.threshold is not None:
+        return (arr >= settings.threshold).astype(np.int64)
     if np.issubdtype(arr.dtype, np.floating):
         ok = np.isfinite(arr) & (arr == np.rint(arr))
         if not ok.all():
@@ -418,7 +509,8 @@ def _read_mask(
                 f"mask holds non-integer values (e.g. {examples})",
                 path=path,
                 fix="export integer labels; if the mask was resampled, use nearest-neighbour "
-                "interpolation (linear interpolation blends labels)",
+                "interpolation (linear interpolation blends labels); a one-label mask can be "
+                "binarised with --threshold",
             )
     if arr.size and arr.min() < 0:
         raise AutosegError(
@@ -427,12 +519,52 @@ def _read_mask(
             fix="map them to 0 or a positive label, e.g. --labels -1:0",
         )
     out = arr.astype(np.int64)
+    if raw_counts is not None and out.size:
+        raw_counts.update(value_counts(out))
     if settings.label_map:
         remapped = out.copy()
         for old, new in settings.label_map:
             remapped[out == old] = new
         out = remapped
     return out
+
+
+# A mask with more values than this is summarised rather than counted value by value: an 8-bit
+# lossy mask has at most 256 values, and keeping 65,536 counts per case of a 16-bit image saved
+# as a mask would cost gigabytes over a thousand cases.
+MAX_COUNTED_VALUES = 256
+# Label maps with more values than this get no --labels renumbering suggestion: real label
+# maps hold a handful of values (the richest here, spinal rootlets, 8), while a JPEG-saved
+# binary mask holds 15-106 and an image saved as a mask hundreds.
+MAX_RENUMBERED_VALUES = 20
+# Share of voxels that may lie in the middle half of the value range of a lossy binary mask.
+LOSSY_MIDDLE_FRACTION = 0.05
+
+
+def looks_like_lossy_binary(counts: dict[int, int]) -> bool:
+    """True when mask values (value -> voxels, over all masks) are a one-label mask stored
+    0/255 and then saved lossy (JPEG) or resampled with interpolation.
+
+    Such masks pile up near 0 and near their maximum with a few stragglers between: a 0/255
+    ellipse (420 x 580 pixels) saved as JPEG at quality 50/75/90/95/100 holds 106/59/26/15/4
+    distinct values, of which 46/29/13/8/2 lie in the lowest and 51/30/13/7/2 in the highest
+    quarter of the range, and at most 0.004 % of pixels in the middle half. The rule: more
+    than two values, a maximum of at least 128 (masks are saved 0/255, not 0/1, when lossy
+    copies happen: viewers show 0/1 as black), at least two distinct values in each outer
+    quarter (exact 0/255 has one each and is a plain renumbering, --labels 255:1), and at most
+    LOSSY_MIDDLE_FRACTION (5 %) of voxels in the middle half. A label map 0/1/2 ... /10
+    fails the maximum; an image saved as a mask fails the middle half.
+    """
+    if len(counts) <= 2:
+        return False
+    hi = max(counts)
+    if hi < 128 or min(counts) < 0:
+        return False
+    low = [v for v in counts if v <= hi / 4]
+    high = [v for v in counts if v >= 3 * hi / 4]
+    total = sum(counts.values())
+    middle = total - sum(counts[v] for v in low) - sum(counts[v] for v in high)
+    return len(low) >= 2 and len(high) >= 2 and middle <= LOSSY_MIDDLE_FRACTION * total
 
 
 def _mask_values(arr: np.ndarray) -> frozenset[int]:
@@ -452,8 +584,13 @@ def _check_case(case: SourceCase, settings: _Settings) -> _CaseCheck:
         result.lacks_spacing = not channels[0].has_spacing
         result.tinted = any(ch.tinted for ch in channels)
         if case.label is not None:
-            mask = _read_mask(case.label, grid, channels[0].path, channels[0].has_spacing, settings)
+            counts: dict[int, int] | None = None if settings.threshold is not None else {}
+            mask = _read_mask(
+                case.label, grid, channels[0].path, channels[0].has_spacing, settings, counts
+            )
             result.values = _mask_values(mask)
+            if counts is not None and len(counts) <= MAX_COUNTED_VALUES:
+                result.raw_counts = counts
     except AutosegError as exc:
         result.problems.append(str(exc))
     return result
@@ -577,14 +714,17 @@ def declare_labels(
     label_names: Sequence[str] | None = None,
     labels: dict[str, int] | None = None,
     label_map: dict[int, int] | None = None,
+    binary: bool = False,
 ) -> dict[str, int]:
     """The dataset's labels (name -> value), checked against the values found in the masks.
 
     Declared by, in this order: ``label_names`` (values 0=background, 1, 2, ...), a full
-    ``labels`` declaration (MSD, nnU-Net), the targets of ``label_map`` (``label_<v>``), or
-    else discovered from the masks (``label_<v>``). Values must be 0, 1, 2, ... without gaps
-    (nnU-Net's rule, and what one-hot training needs): masks saved as 0/255 or with values
-    5, 6, 7 are refused with the ``--labels`` that would fix them, never silently changed.
+    ``labels`` declaration (MSD, nnU-Net), the targets of ``label_map`` (``label_<v>``),
+    ``binary`` (``--threshold``: 0 and ``label_1``), or else discovered from the masks
+    (``label_<v>``). Values must be 0, 1, 2, ... without gaps (nnU-Net's rule, and what one-hot
+    training needs): masks saved as 0/255 or with values 5, 6, 7 are refused with the
+    ``--labels`` that would fix them, never silently changed. More than
+    MAX_RENUMBERED_VALUES values are no label map, and get no renumbering suggestion.
     ``mask_values`` maps each mask's path to the values it holds after remapping.
     """
     found = frozenset().union(*mask_values.values()) if mask_values else frozenset()
@@ -601,6 +741,9 @@ def declare_labels(
         values = sorted({0, *label_map.values()})
         declared = {"background" if v == 0 else f"label_{v}": v for v in values}
         how = "--labels"
+    elif binary:
+        declared = {"background": 0, "label_1": 1}
+        how = "--threshold"
     else:
         values = sorted({0, *found})
         declared = {"background" if v == 0 else f"label_{v}": v for v in values}
@@ -617,6 +760,12 @@ def declare_labels(
         suggestion = ",".join(f"{v}:{i + 1}" for i, v in enumerate(fg) if v != i + 1)
         if how is None:
             examples = [p for p, v in mask_values.items() if v - set(range(len(values)))][:3]
+            if len(values) > MAX_RENUMBERED_VALUES:
+                raise AutosegError(
+                    f"masks hold {len(values)} distinct values ({_value_range(values)}); a "
+                    f"label map holds a few (e.g. {', '.join(examples)})",
+                    fix=_NOT_LABELS_FIX,
+                )
             raise AutosegError(
                 f"masks hold label values {values}; labels must be 0, 1, 2, ... without gaps "
                 f"(e.g. {', '.join(examples)})",
@@ -636,19 +785,33 @@ def declare_labels(
     if problems:
         extra = sorted(found - allowed)
         fg = [v for v in values if v != 0]
+        names = ", ".join(f"{k}={v}" for k, v in sorted(declared.items(), key=lambda kv: kv[1]))
+        title = f"{len(problems)} mask(s) hold label values that are not declared ({names})"
+        if len(found) > MAX_RENUMBERED_VALUES:
+            raise_problems(title, problems, path=None, fix=_NOT_LABELS_FIX)
         if len(extra) == 1 and len(fg) == 1:
             suggestion = f"--labels {extra[0]}:{fg[0]}"
         else:
             suggestion = "--labels " + ",".join(f"{v}:NEW" for v in extra[:4])
-        names = ", ".join(f"{k}={v}" for k, v in sorted(declared.items(), key=lambda kv: kv[1]))
         raise_problems(
-            f"{len(problems)} mask(s) hold label values that are not declared ({names})",
+            title,
             problems,
             path=None,
             fix=f"map them with {suggestion}, declare them with --label-names, "
             "or correct the masks",
         )
     return declared
+
+
+_NOT_LABELS_FIX = (
+    "check that these files are the masks (an image saved in a mask's place has hundreds of "
+    "values); binarise one-label masks saved lossy (JPEG) or resampled with --threshold 127; "
+    "or save the masks as PNG/NIfTI with the label values 0, 1, 2, ..."
+)
+
+
+def _value_range(values: Sequence[int]) -> str:
+    return f"{values[0]}..{values[-1]}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -802,11 +965,17 @@ def convert_folder(
     overwrite: bool = False,
     num_workers: int | None = None,
     progress: bool = True,
+    threshold: float | None = None,
+    subject_pattern: str | re.Pattern[str] | None = None,
 ) -> ConvertResult:
     """Convert ``src`` into ``<root>/raw/<NNN>_<name>`` and verify the result.
 
     ``src`` is a folder (or a pairs CSV). ``label_map`` remaps mask values before they are
-    checked against the labels (``label_names`` for values 1, 2, ...). ``spacing`` is in
+    checked against the labels (``label_names`` for values 1, 2, ...); ``threshold`` instead
+    binarises masks (values >= it become 1, the rest 0: one-label masks saved lossy or as
+    0/255). ``subject_pattern`` is a regular expression whose first group, matched in a case
+    id, is that case's subject (``^(\\d+)_`` for video frames ``12_7.jpg``); subjects from
+    a CSV take precedence. ``spacing`` is in
     array order and applies to images whose format stores none (PNG, TIF, JPG), which
     otherwise get 1.0 per axis. ``num_workers`` defaults to ``min(4, cpu_count)``; ``<= 1``
     works in this process. See the module docstring for the passes and resume.
@@ -818,11 +987,26 @@ def convert_folder(
     workers = default_workers() if num_workers is None else int(num_workers)
     spacing_t = tuple(float(s) for s in spacing) if spacing is not None else None
     names_given = list(label_names) if label_names is not None else None
+    if threshold is not None:
+        threshold = check_threshold(threshold)
+        if label_map is not None:
+            raise AutosegError(
+                "--threshold and --labels cannot be combined (the threshold makes every mask 0/1)",
+                fix="use --threshold for one-label masks, --labels to renumber label maps",
+            )
 
     layout = load_layout(src, fmt, pairs_path)
     meta_path = Path(meta_csv).expanduser() if meta_csv is not None else src / METADATA_FILE
     cases, notes = _with_metadata(layout, meta_path, required=meta_csv is not None)
+    pattern = compile_subject_pattern(subject_pattern) if subject_pattern is not None else None
+    warnings = []
+    if pattern is not None:
+        cases = apply_subject_pattern(cases, pattern)
+    elif all(c.subject is None for c in cases):
+        warnings += _frame_name_warning(cases)
     effective_map = label_map if label_map is not None else layout.label_map
+    if threshold is not None:
+        effective_map = None
     options = {
         "pairs_csv": str(pairs_path.resolve()) if pairs_path else None,
         "meta_csv": str(meta_path.resolve()) if meta_csv is not None else None,
@@ -830,6 +1014,8 @@ def convert_folder(
         "label_names": names_given,
         "channel_names": list(channel_names) if channel_names is not None else None,
         "spacing": list(spacing_t) if spacing_t else None,
+        "threshold": threshold,
+        "subject_pattern": pattern.pattern if pattern is not None else None,
     }
     target = choose_target(name, dataset_id, root)
     _check_not_nested(None if pairs_path else src, target, [p for c in cases for p in c.images])
@@ -840,22 +1026,28 @@ def convert_folder(
 
     # Pass 1: check every case, write nothing.
     label_pairs = tuple(sorted(effective_map.items())) if effective_map else ()
-    checks = _check_all(cases, _Settings(label_pairs, spacing_t), workers, progress, src)
+    check_settings = _Settings(label_pairs, spacing_t, threshold=threshold)
+    checks = _check_all(cases, check_settings, workers, progress, src)
     n_channels = _consistent(checks, cases, "n_channels", "channels")
     _consistent(checks, cases, "ndim", "dimensions (2D and 3D mixed)")
     channels = _channel_names(channel_names, layout, n_channels, cases[0].images[0])
+    if threshold is None:
+        _refuse_lossy_binary(cases, checks)
     mask_values = {str(c.label): checks[c.case_id].values for c in cases if c.label is not None}
     labels = declare_labels(
         mask_values,
         label_names=names_given if names_given is not None or label_map else layout.label_names,
-        labels=layout.labels if label_map is None else None,
+        labels=layout.labels if label_map is None and threshold is None else None,
         label_map=label_map,
+        binary=threshold is not None,
     )
     notes += _check_notes(checks, spacing_t)
 
     # Pass 2: write what is not written yet; dataset.json last.
     resumed = _prepare_target(target, status, overwrite, state, root, notes)
-    settings = _Settings(label_pairs, spacing_t, tuple(sorted(labels.values())), n_channels)
+    settings = _Settings(
+        label_pairs, spacing_t, tuple(sorted(labels.values())), n_channels, threshold
+    )
     n_skipped = _write_all(cases, target, settings, resumed, workers, progress)
     if resumed:
         notes.append(f"resumed: {n_skipped} of {len(cases)} case(s) were already converted")
@@ -879,6 +1071,7 @@ def convert_folder(
         n_test=len(cases) - len(train),
         problems=_verify(target, workers),
         notes=notes,
+        warnings=warnings,
         resumed=resumed,
         n_skipped=n_skipped,
     )
@@ -904,6 +1097,8 @@ def _check_all(
     for check in _run(_check_job, [(c, settings) for c in cases], workers, "check", progress):
         checks[check.case_id] = check
     problems = [p for c in cases for p in checks[c.case_id].problems]
+    if len(problems) == 1:  # "<file>: what is wrong. Fix: ..." says it all, on one line
+        raise AutosegError(problems[0])
     raise_problems(
         f"{len(problems)} case(s) cannot be converted",
         problems,
@@ -911,6 +1106,52 @@ def _check_all(
         fix="correct or remove these files, then run the same command again",
     )
     return checks
+
+
+def _frame_name_warning(cases: Sequence[SourceCase]) -> list[str]:
+    """One line when the names look like frames of a few subjects but no subject is known."""
+    train = [c.case_id for c in cases if not c.test]
+    suggestion = frame_names_hint(train)
+    if suggestion is None:
+        return []
+    return [
+        f"{len(train)} case names look like <subject>_<frame> (e.g. {train[0]}) but no subject "
+        "ids are given, so every frame counts as its own subject and cross-validation folds "
+        f"will mix near-identical frames of one subject: pass --subject-pattern '{suggestion}' "
+        "(or a cases.csv with case,subject)"
+    ]
+
+
+def _refuse_lossy_binary(cases: Sequence[SourceCase], checks: dict[str, _CaseCheck]) -> None:
+    """Masks that are one label saved lossy (JPEG) or resampled: say so, suggest --threshold.
+
+    Their dozens of values would otherwise be refused with a renumbering that maps every
+    compression artefact to a label of its own."""
+    total: dict[int, int] = {}
+    example = None
+    for c in cases:
+        counts = checks[c.case_id].raw_counts
+        if c.label is None:
+            continue
+        if counts is None:
+            return  # a mask with more than 256 values is no lossy 8-bit mask
+        for v, n in counts.items():
+            total[v] = total.get(v, 0) + n
+        if example is None and len(counts) > 2:
+            example = c.label
+    if not looks_like_lossy_binary(total):
+        return
+    hi = max(total)
+    n_voxels = sum(total.values())
+    near_low = sum(n for v, n in total.items() if v <= hi / 4) / n_voxels
+    near_high = sum(n for v, n in total.items() if v >= 3 * hi / 4) / n_voxels
+    raise AutosegError(
+        f"masks hold {len(total)} distinct values, {near_low:.1%} of pixels near 0 and "
+        f"{near_high:.1%} near {hi}: one-label masks saved lossy (JPEG) or resampled, not "
+        f"label maps (e.g. {example})",
+        fix=f"binarise them with --threshold {hi // 2} (values >= {hi // 2} become label 1), "
+        "or save the masks losslessly (PNG) with the values 0 and 1",
+    )
 
 
 def _channel_names(

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import TMP_MARK, atomic_path
-from autoseg.io.nifti import nifti_truncation
+from autoseg.io.completeness import file_truncation
 
 # Longest first so that ".nii.gz" wins over ".gz".
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -41,6 +41,10 @@ PILLOW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 # documentation/dataset_format.md) unless the user passes --spacing.
 EXTENSIONS_WITHOUT_SPACING = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_2D_SPACING = 1.0
+INCOMPLETE_FIX = (
+    "copy or export the file again (an interrupted copy or download truncates it; a .mhd or "
+    ".nhdr header needs the data file it names beside it)"
+)
 
 
 def split_extension(name: str | os.PathLike) -> tuple[str, str]:
@@ -176,15 +180,11 @@ def read_image(path: str | os.PathLike) -> ImageData:
             path=path,
             fix=f"convert it to one of {', '.join(IMAGE_EXTENSIONS)} or a DICOM series",
         )
-    if ext.startswith(".nii"):
-        # SimpleITK would zero-fill the missing part of a truncated NIfTI without an error.
-        truncated = nifti_truncation(path)
-        if truncated:
-            raise AutosegError(
-                truncated,
-                path=path,
-                fix="copy or export the file again (an interrupted copy or download truncates it)",
-            )
+    # SimpleITK would zero-fill the missing part of a truncated NIfTI and read the surviving
+    # pages of a cut TIFF stack without an error; other formats get a clearer message here.
+    truncated = file_truncation(path)
+    if truncated:
+        raise AutosegError(truncated, path=path, fix=INCOMPLETE_FIX)
     try:
         if ext in PILLOW_EXTENSIONS:
             return _read_pillow(path)
@@ -256,6 +256,7 @@ def _read_dicom_series(folder: Path) -> ImageData:
         )
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
     try:
         img = reader.Execute()
     except Exception as exc:
@@ -264,7 +265,52 @@ def _read_dicom_series(folder: Path) -> ImageData:
             path=folder,
             fix="check that no slice is missing or truncated",
         ) from exc
+    positions = []
+    for i in range(len(files)):
+        text = reader.GetMetaData(i, "0020|0032") if reader.HasMetaDataKey(i, "0020|0032") else ""
+        try:
+            positions.append([float(v) for v in text.split("\\")])
+        except ValueError:
+            break
+    if len(positions) == len(files) and img.GetDimension() == 3:
+        normal = np.array(img.GetDirection()).reshape(3, 3)[:, 2]
+        gap = slice_gap([float(np.dot(p, normal)) for p in positions])
+        if gap is not None:
+            i, step, usual = gap
+            raise AutosegError(
+                f"DICOM series has a gap: slices {Path(files[i]).name} and "
+                f"{Path(files[i + 1]).name} lie {step:.3g} mm apart, the others {usual:.3g} mm "
+                "(a missing or repeated slice)",
+                path=folder,
+                fix="copy the complete series again (every slice file), or export it again",
+            )
     return _from_sitk(img)
+
+
+# Slice steps may differ by this fraction of the usual step (positions are written with a few
+# decimals, e.g. 4.4 mm stored as 4.39999) before the series counts as having a gap.
+SLICE_STEP_TOLERANCE = 0.1
+
+
+def slice_gap(positions: list[float]) -> tuple[int, float, float] | None:
+    """(index, step, usual step) of the first irregular step between sorted slice positions
+    along the slice normal, or None when every step is the usual one (the median) within
+    SLICE_STEP_TOLERANCE. A missing slice doubles one step; a repeated slice makes one 0.
+
+    SimpleITK reads such a series with a printed warning only, assuming even spacing: the
+    slices past the gap then sit one step too close to the first, and a mask drawn on the
+    complete series no longer lines up.
+    """
+    if len(positions) < 3:
+        return None
+    steps = np.diff(np.asarray(positions, dtype=np.float64))
+    usual = float(np.median(np.abs(steps)))
+    if usual == 0:
+        return None
+    for i, step in enumerate(steps):
+        if abs(abs(step) - usual) > SLICE_STEP_TOLERANCE * usual:
+            return i, float(abs(step)), usual
+    return None
 
 
 def collapse_grey_rgb(
@@ -298,7 +344,8 @@ def collapse_grey_rgb(
         raise AutosegError(
             f"image is in colour ({fraction:.0%} of pixels are not grey)",
             path=path,
-            fix="export a greyscale image, or raise the allowed colour fraction",
+            fix="export a greyscale image; for real colour data, save R, G and B as channel "
+            "files <case>_0000, _0001, _0002 (with a --pairs CSV)",
         )
     lum = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     if np.issubdtype(array.dtype, np.integer):
@@ -322,8 +369,9 @@ def write_image(
 ) -> Path:
     """Write atomically in the format named by the extension, geometry preserved.
 
-    PNG/JPG/BMP store no geometry; they need an 8- or 16-bit integer array. ``.mhd`` writes a
-    header plus a ``.zraw``/``.raw`` data file, both moved into place together.
+    PNG/JPG/BMP store no geometry; they need an 8- or 16-bit integer array. ``.mhd`` and
+    ``.nhdr`` write a header plus a data file (``.zraw``/``.raw``/``.raw.gz``), both moved into
+    place together.
     """
     path = Path(path)
     ext = split_extension(path.name)[1].lower()
@@ -335,21 +383,23 @@ def write_image(
         elif array.dtype == bool:
             array = array.astype(np.uint8)
     img = to_sitk(array, geometry)
-    if ext == ".mhd":
-        return _write_mhd(path, img, compress)
+    if ext in (".mhd", ".nhdr"):
+        return _write_with_data_file(path, img, compress)
     with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=compress and ext not in PILLOW_EXTENSIONS)
     return path
 
 
-def _write_mhd(path: Path, img: sitk.Image, compress: bool) -> Path:
+def _write_with_data_file(path: Path, img: sitk.Image, compress: bool) -> Path:
     # The header names its data file, so write both under their final names in a private
-    # folder, then move the data file first and the header last.
+    # folder, then move the data file first and the header last. (Written under a temporary
+    # name, a .nhdr would name a data file that keeps that temporary name.)
+    header = path.name.lower()
     tmp_dir = path.parent / f"{TMP_MARK}{uuid.uuid4().hex[:8]}"
     tmp_dir.mkdir(parents=True)
     try:
         sitk.WriteImage(img, str(tmp_dir / path.name), useCompression=compress)
-        files = sorted(tmp_dir.iterdir(), key=lambda p: p.suffix.lower() == ".mhd")
+        files = sorted(tmp_dir.iterdir(), key=lambda p: p.name.lower() == header)
         for f in files:
             os.replace(f, path.parent / f.name)
     finally:

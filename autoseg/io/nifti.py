@@ -87,7 +87,7 @@ def nifti_truncation(path: str | os.PathLike) -> str | None:
         return None
     expected = header.expected_bytes
     if path.name.lower().endswith(".gz"):
-        actual, cut = _gzip_length(path, expected)
+        actual, cut = gzip_length(path, expected)
     else:
         actual, cut = path.stat().st_size, False
     if cut:
@@ -129,17 +129,19 @@ def nifti_stored_non_finite(path: str | os.PathLike) -> tuple[int, int]:
     return n_nan, n_inf
 
 
-def _gzip_length(path: Path, expected: int) -> tuple[int, bool]:
-    """(uncompressed length, stream cut off early); the trailer short-cuts complete files."""
+def gzip_length(path: Path, expected: int, offset: int = 0) -> tuple[int, bool]:
+    """(uncompressed length, stream cut off early) of the gzip data that starts at ``offset``
+    and runs to the end of the file; the trailer short-cuts complete files."""
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
-        if fh.tell() >= 18:
+        if fh.tell() - offset >= 18:
             fh.seek(-4, os.SEEK_END)
             if struct.unpack("<I", fh.read(4))[0] == expected % 2**32:
                 return expected, False
     total, members = 0, 0
     inflate = zlib.decompressobj(wbits=31)
     with open(path, "rb") as fh:
+        fh.seek(offset)
         while data := fh.read(1 << 20):
             while data:
                 if inflate.eof:  # a further gzip member follows a complete one

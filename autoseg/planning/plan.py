@@ -658,7 +658,20 @@ class Plan:
 
 
 def plan_from_dict(data: Any, path: str | os.PathLike | None = None) -> Plan:
-    """Validate a plan dict; errors become AutosegError naming the field (and the file)."""
+    """Validate a plan dict; errors become AutosegError naming the field (and the file).
+
+    A plan from a newer autoseg is named as such first: its new fields would otherwise be
+    reported as unknown, and "correct the field by hand" is no fix for it.
+    """
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if _is_int(version) and version > SCHEMA_VERSION:
+        raise AutosegError(
+            f"plan was written by a newer autoseg (schema_version {version}; this one reads "
+            f"version {SCHEMA_VERSION})",
+            path=path,
+            fix="upgrade autoseg to use this plan, or re-create it with this version: "
+            "'autoseg plan DATASET --overwrite'",
+        )
     try:
         return Plan.from_dict(data)
     except PlanFieldError as exc:
