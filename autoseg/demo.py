@@ -141,6 +141,7 @@ def run_dataset(ds: DemoDataset, budget_s: float, progress: bool) -> dict:
         "cv_dice": result.inference.get("cv_dice"),
         "cv_dice_post": result.inference.get("cv_dice_postprocessed"),
         "candidates": result.inference.get("candidates", []),
+        "estimate": result.inference.get("estimate"),
         "heldout_dice": evaluation.mean("dice"),
         "flagged": [c for c, f in summary.flags.items() if f["check"]],
         "predictions": out,
@@ -155,7 +156,8 @@ def print_summary(results: list[dict]) -> None:
     for r in results:
         print(f"\n{r['dataset']}  ({r['seconds'] / 60:.1f} min)")
         print(f"  chosen configuration : {r['chosen']}")
-        print("  cross-validated Dice (5 folds, out of fold):")
+        estimate = r.get("estimate") or {}
+        print(f"  Dice estimate ({estimate.get('text', 'out of fold')}):")
         for c in r["candidates"]:
             print(f"    {c.get('name', '?'):<24} {c.get('mean_dice', float('nan')):.3f}")
         if r["cv_dice_post"] is not None:

@@ -62,15 +62,19 @@ def plan_and_train(
     root: str | os.PathLike | None = None,
     *,
     configs: Sequence[str] | None = None,
-    folds: str | Sequence[int] = "all",
+    folds: str | Sequence[int] | None = None,
     n_folds: int = 5,
     time_budget_s: float | None = None,
     gpu_memory_gb: float | None = None,
     device: str = "auto",
-    num_workers: int = 2,
+    num_workers: int | None = None,
     progress: bool = True,
 ) -> PipelineResult:
-    """Run every stage; returns where the plan, the folds and the chosen model are."""
+    """Run every stage; returns where the plan, the folds and the chosen model are.
+
+    ``folds`` None trains the plan's folds: every fold, or only fold 0 when a short time
+    budget planned one model on one training split (``schedule.folds``). ``num_workers``
+    None: :func:`autoseg.data.loader.default_loader_workers` for the device."""
     from autoseg.evaluation.find_best import find_best
     from autoseg.paths import preprocessed_dir, resolve_dataset
     from autoseg.planning.plan import load_plan
@@ -99,13 +103,24 @@ def plan_and_train(
             fix="re-plan with --overwrite, or choose planned configurations",
         )
     order = training_order(plan, names)
+    if folds is None:
+        folds = "all" if plan.schedule.folds is None else ",".join(map(str, plan.schedule.folds))
+        n_folds_trained = n_folds if plan.schedule.folds is None else len(plan.schedule.folds)
+    else:
+        n_folds_trained = n_folds
     preprocess_dataset(raw, root, configs=order, progress=progress)
+    if num_workers is None:
+        from autoseg.data.loader import default_loader_workers
+        from autoseg.training.trainer import pick_device
+
+        num_workers = default_loader_workers(pick_device(device).type)
+    which = "all folds" if folds == "all" else f"fold {folds}"
     trained: dict[str, list[Path]] = {}
     for i, config in enumerate(order, 1):
         if progress:
-            print(f"[{i}/{len(order)}] training {config} ({folds} folds)", flush=True)
+            print(f"[{i}/{len(order)}] training {config} ({which})", flush=True)
         options = options_from_plan(plan, config=config, device=device, num_workers=num_workers)
-        options.time_budget_s = epoch_loop_budget(plan, config, len(order), n_folds)
+        options.time_budget_s = epoch_loop_budget(plan, config, len(order), n_folds_trained)
         trained[config] = train(
             raw,
             config,

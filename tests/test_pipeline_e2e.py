@@ -148,6 +148,56 @@ def test_us2d_end_to_end(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_one_training_split_on_a_coarser_grid(tmp_path, monkeypatch):
+    """What a short budget plans: one model on fold 0's training cases, on a grid twice as
+    coarse; it is validated on fold 0's hold-out, chosen, and predicts on the input's grid."""
+    from autoseg.phantoms import Us2dConfig, generate_phantom
+
+    monkeypatch.setenv("AUTOSEG_ROOT", str(tmp_path / "root"))
+    small = Us2dConfig(shape=(48, 64))
+    generate_phantom("us2d", tmp_path / "src", 8, seed=3, config=small, progress=False)
+    held = tmp_path / "held"
+    cases = generate_phantom("us2d", held, 2, seed=4, config=small, progress=False)
+    argv = [
+        "convert",
+        str(tmp_path / "src"),
+        "--name",
+        "Wrist",
+        "--id",
+        "8",
+        "--spacing",
+        "0.1,0.1",
+    ]
+    assert main(argv) == 0
+    assert main(["plan", "8", "--brief"]) == 0
+    plan_path = tmp_path / "root" / "preprocessed" / "008_Wrist" / "plans.json"
+    shrink_plan(plan_path, ["2d"], [16, 32])
+    plan = json.loads(plan_path.read_text())
+    plan["configurations"]["2d"]["spacing"] = [0.2, 0.2]
+    plan["configurations"]["2d"]["median_shape"] = [24, 32]
+    plan["schedule"]["folds"] = [0]
+    plan_path.write_text(json.dumps(plan, indent=2))
+
+    assert main(["plan-and-train", "8", "--n-folds", "2", "--no-progress"]) == 0
+    results = tmp_path / "root" / "results" / "008_Wrist"
+    assert sorted(p.name for p in (results / "2d").iterdir()) == ["fold_0"]
+    assert (tmp_path / "root" / "preprocessed" / "008_Wrist" / "spacing_0.2x0.2").is_dir()
+    info = json.loads((results / "inference.json").read_text())
+    assert info["folds"] == [0]
+    assert info["estimate"]["kind"] == "hold_out" and info["estimate"]["n_splits"] == 2
+    assert "not a cross-validation" in info["estimate"]["text"]
+    assert main(["report", "8", "--no-progress"]) == 0
+    assert "not a cross-validation" in (results / "report.html").read_text()
+
+    out = tmp_path / "pred"
+    argv = ["predict", "-i", str(held / "images"), "-o", str(out), "-d", "8", "--no-progress"]
+    assert main(argv) == 0
+    for case in cases:
+        pred = read_image(out / f"{case.case_id}.png")
+        assert pred.array.shape == read_image(held / "images" / f"{case.case_id}.png").array.shape
+
+
+@pytest.mark.slow
 def test_mri3d_predict_keeps_exact_geometry_and_reports_bad_inputs(tmp_path, monkeypatch):
     from autoseg.phantoms import Mri3dConfig, generate_phantom
 

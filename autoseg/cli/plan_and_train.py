@@ -15,12 +15,23 @@ def register(sub) -> None:
     )
     p.add_argument("dataset", help="dataset id, folder name or path")
     p.add_argument("--configs", help="comma-separated configurations (default: all planned)")
-    p.add_argument("--folds", default="all", help="all (default) or e.g. 0,1")
+    p.add_argument(
+        "--folds",
+        default=None,
+        help="all or e.g. 0,1 (default: the plan's — every fold, or fold 0 alone when a short "
+        "--time-budget planned one model on one training split)",
+    )
     p.add_argument("--n-folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--time-budget", help="total training time, e.g. 10m or 8h (fits the plan)")
     p.add_argument("--gpu-memory", type=float, help="GPU memory budget in GB")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=2, help="data-augmentation processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-augmentation processes (default: 2 on a GPU; on a CPU the cores left beside "
+        "the training step, at most 2)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 

@@ -14,14 +14,26 @@ def register(sub) -> None:
     )
     p.add_argument("dataset", help="dataset id, folder name or path")
     p.add_argument("config", help="configuration name from plans.json, e.g. 3d_fullres")
-    p.add_argument("folds", nargs="?", default="all", help="fold number, list (0,2) or all")
+    p.add_argument(
+        "folds",
+        nargs="?",
+        default=None,
+        help="fold number, list (0,2) or all (default: the plan's — all, or fold 0 when a short "
+        "time budget planned one training split)",
+    )
     p.add_argument("--n-folds", type=int, default=5, help="cross-validation folds (default 5)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted fold")
     p.add_argument("--overwrite", action="store_true", help="retrain finished folds")
     p.add_argument("--epochs", type=int, help="override the plan's number of epochs")
     p.add_argument("--iterations", type=int, help="override iterations per epoch")
-    p.add_argument("--workers", type=int, default=2, help="data-augmentation processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-augmentation processes (default: 2 on a GPU; on a CPU the cores left beside "
+        "the training step, at most 2)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--deterministic", action="store_true", help="reproducible results (slower on GPU)"
@@ -29,6 +41,15 @@ def register(sub) -> None:
     p.add_argument("--ddp", action="store_true", help="join a torchrun process group")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+
+
+def _workers(args) -> int:
+    if args.workers is not None:
+        return int(args.workers)
+    from autoseg.data.loader import default_loader_workers
+    from autoseg.training.trainer import pick_device
+
+    return default_loader_workers(pick_device(args.device).type)
 
 
 def run(args) -> int:
@@ -50,7 +71,7 @@ def run(args) -> int:
             epochs=args.epochs,
             iterations_per_epoch=args.iterations,
             device=args.device,
-            num_workers=args.workers,
+            num_workers=_workers(args),
             seed=args.seed,
             deterministic=args.deterministic or None,
         )

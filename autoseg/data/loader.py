@@ -658,6 +658,26 @@ def _shared_batches(source: BatchSource, n_workers: int, n_cached: int) -> Share
     return SharedBatches(n_workers, n_cached + 1, data_shape, target_shape)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under ``taskset``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_loader_workers(device_type: str, cpus: int | None = None) -> int:
+    """Augmentation processes beside the training step. On a GPU 2, which keep a 2D/3D U-Net
+    fed (the budget planner assumes as many: ``budget.GPU_LOADER_WORKERS``). On a CPU the
+    cores the step leaves free, at most 2: the planner times the step with one thread when
+    that is faster (``cpu_threads``), so on 2 cores one worker runs beside it; on a single
+    core a worker would only take turns with the step and add the transfer, so none."""
+    cpus = usable_cpus() if cpus is None else cpus
+    if device_type == "cuda":
+        return 2
+    return max(0, min(2, cpus - 1))
+
+
 def build_loader(
     cases_dir: str | os.PathLike,
     case_ids: Sequence[str] | None,

@@ -635,6 +635,7 @@ def find_best(
         "cv_dice_postprocessed": _r(float(np.mean([post_label[lab] for lab in labels]))),
         "cv_dice_per_label_postprocessed": {str(lab): _r(post_label[lab]) for lab in labels},
         "n_cases": len(per_case),
+        "estimate": estimate_kind(found.folds, _n_splits(res), len(per_case)),
         "skipped_configurations": dict(found.skipped),
         "selection": {
             "score": "mean over cases of the mean foreground Dice over labels",
@@ -652,6 +653,36 @@ def find_best(
     if write:
         write_json_atomic(res / INFERENCE_FILE, info)
     return info
+
+
+def _n_splits(res: Path) -> int | None:
+    try:
+        return len(json.loads((res / "splits.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def estimate_kind(folds: Sequence[int], n_splits: int | None, n_cases: int) -> dict[str, Any]:
+    """What the scores above estimate: a cross-validation when every fold of ``splits.json``
+    was validated, else a hold-out of the validated folds' cases — one training split when a
+    short time budget planned one model trained longer (``plans.json`` ``schedule.folds``)."""
+    folds = sorted(folds)
+    full = n_splits is not None and folds == list(range(n_splits))
+    if full:
+        text = f"{n_splits}-fold cross-validation: every training case scored out of fold"
+    else:
+        text = (
+            f"hold-out of fold(s) {', '.join(map(str, folds))} ({n_cases} cases) — not a "
+            "cross-validation: "
+            + ("one model on one training split" if len(folds) == 1 else "some folds only")
+        )
+    return {
+        "kind": "cross_validation" if full else "hold_out",
+        "folds": folds,
+        "n_splits": n_splits,
+        "n_cases": n_cases,
+        "text": text,
+    }
 
 
 def _trial_order(item: tuple[str, Any]) -> int:

@@ -920,12 +920,27 @@ def section_cross_validation(data: ReportData) -> str:
             if skipped
             else ""
         )
+        estimate = info.get("estimate") or {}
+        hold_out = estimate.get("kind") == "hold_out"
+        what = "Hold-out" if hold_out else "Cross-validated"
         effect = (
-            f"Cross-validated Dice of the chosen model: {fmt(info.get('cv_dice'), 4)} without, "
+            f"{what} Dice of the chosen model: {fmt(info.get('cv_dice'), 4)} without, "
             f"{fmt(info.get('cv_dice_postprocessed'), 4)} with post-processing."
         )
+        note = (
+            "<p><b>Estimate from one hold-out, not a cross-validation:</b> "
+            + esc(estimate.get("text", ""))
+            + ". The time budget was too short for five folds that each train long enough, so "
+            "the plan trained one model on one training split for longer (plans.json, "
+            "schedule.folds); that model is the one predict uses, and only its hold-out "
+            "cases are scored here. With fewer cases the estimate is less certain than a "
+            "5-fold one.</p>"
+            if hold_out
+            else ""
+        )
         return (
-            f"<p>Every candidate scored on the out-of-fold predictions of folds {esc(folds)} "
+            note
+            + f"<p>Every candidate scored on the out-of-fold predictions of folds {esc(folds)} "
             f"({esc(info.get('n_cases', _DASH))} cases): mean over cases of the mean Dice over "
             "labels; HD95 in mm (the image diagonal when exactly one mask is empty). The "
             "highest Dice wins; candidates within 0.002 of it are tied and the lower HD95 "

@@ -334,6 +334,30 @@ def _floats(a: np.ndarray) -> list[float]:
     return [float(x) for x in np.atleast_1d(a)]
 
 
+def aggregate_coarsening(
+    cases: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> dict[str, dict[str, dict[str, float]]] | None:
+    """Per label and factor, the mean and 10th percentile of the cases' coarsening Dice, over
+    the cases that contain the label. A factor a case did not reach (its Dice fell below 0.5
+    at a finer one) counts as 0 there, so a few tiny structures pull the mean and the p10 down.
+    None when no case carries the statistic (entries written without it): unknown, which the
+    planner reads as "full resolution only", not as "anything goes"."""
+    if not any("coarsening_dice" in c for c in cases):
+        return None
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for k in keys:
+        per_case = [d for c in cases if (d := (c.get("coarsening_dice") or {}).get(k))]
+        factors = sorted({f for d in per_case for f in d}, key=float)
+        out[k] = {}
+        for f in factors:
+            values = [d.get(f, 0.0) for d in per_case]
+            out[k][f] = {
+                "mean": float(np.mean(values)),
+                "p10": float(np.percentile(values, 10)),
+            }
+    return out
+
+
 def aggregate(
     cases: Sequence[dict[str, Any]],
     samples: Sequence[Sequence[np.ndarray]],
@@ -369,22 +393,7 @@ def aggregate(
             extent[k] = None
             components[k] = None
 
-    coarsening: dict[str, dict[str, dict[str, float]]] = {}
-    for k in keys:
-        per_factor: dict[str, list[float]] = {}
-        for c in cases:
-            for factor, dice in (c.get("coarsening_dice") or {}).get(k, {}).items():
-                per_factor.setdefault(factor, []).append(dice)
-        n_with = sum(1 for c in cases if (c.get("coarsening_dice") or {}).get(k))
-        coarsening[k] = {
-            # a factor not computed for a case (its Dice fell below 0.5 at a finer one) counts
-            # as 0 there, so a few tiny structures pull the mean and the p10 down
-            f: {
-                "mean": float(np.mean(v + [0.0] * (n_with - len(v)))),
-                "p10": float(np.percentile(v + [0.0] * (n_with - len(v)), 10)),
-            }
-            for f, v in sorted(per_factor.items(), key=lambda kv: float(kv[0]))
-        }
+    coarsening = aggregate_coarsening(cases, keys)
 
     intensity = {}
     for ch in range(n_channels):

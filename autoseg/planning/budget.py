@@ -47,6 +47,7 @@ from typing import Any
 from autoseg.errors import AutosegError
 from autoseg.planning.patch import MIN_BATCH, axis_to_shrink, fine_axes, minimal_patch
 from autoseg.planning.plan import CONFIG_NAMES, ConfigurationPlan
+from autoseg.planning.resolution import Resolution
 from autoseg.planning.schedule import DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH
 from autoseg.planning.topology import architecture_block, fit_topology
 
@@ -68,6 +69,11 @@ NOISE_RESERVE = 0.05
 # validation Dice 0.00 in all 10 runs; 800 -> 0.85 and 0.88 (wrist) but 0.00 (thigh);
 # 870-1200 -> 0.78-0.88 in all 5 runs.
 MIN_ITERATIONS = 1000
+# Iterations per fold a configuration should reach before the budget is spent on anything
+# else (more configurations, more folds, a finer grid or a wider network): below it one model
+# still gains more from training longer than an ensemble gains from more models. usgra-seg
+# (documentation/planning.md, "Where the budget goes"): TODO measured curve.
+TARGET_ITERATIONS = 6000
 # At least 10 epochs, the pseudo-Dice / checkpoint rhythm (and poly learning-rate steps).
 MIN_EPOCHS = 10
 MAX_EPOCHS = DEFAULT_EPOCHS
@@ -404,30 +410,57 @@ def fold_schedule(
     return FoldSchedule(epochs, ipe, max(train, 0.0), validation, iteration, epoch_s)
 
 
-def schedule_fits(schedule: FoldSchedule) -> bool:
-    """Enough iterations to learn something (MIN_ITERATIONS) in at least one epoch."""
-    return schedule.epochs >= 1 and schedule.iterations >= MIN_ITERATIONS
+def schedule_fits(schedule: FoldSchedule, iterations: int = MIN_ITERATIONS) -> bool:
+    """Enough iterations (MIN_ITERATIONS: enough to learn something) in at least one epoch."""
+    return schedule.epochs >= 1 and schedule.iterations >= iterations
+
+
+def rung_context(context: FoldContext, candidate: Candidate) -> FoldContext:
+    """The fold's costs on the candidate's grid: a coarser grid has a smaller median image
+    (fewer validation windows)."""
+    if candidate.resolution is None:
+        return context
+    return replace(context, image_shape=tuple(candidate.resolution.median_shape))
 
 
 # ---------------------------------------------------------------- the ladder
 
 
+# Tiers of the ladder: what a rung gives up. FREE rungs (smaller batch, a coarser grid that the
+# reference masks survive, narrower networks) are taken to reach TARGET_ITERATIONS; CONTEXT
+# rungs (a patch cut towards the context floor) and LAST rungs (below the floor) only to reach
+# MIN_ITERATIONS.
+FREE, CONTEXT, LAST = 0, 1, 2
+
+
 @dataclass(frozen=True, eq=False)
 class Candidate:
-    """One network / patch / batch the time search may choose; ``change`` names the rung."""
+    """One network / patch / batch (and grid) the time search may choose; ``change`` names the
+    rung, ``resolution`` the coarser grid it trains on (None: the configuration's own)."""
 
     architecture: dict[str, Any]
     patch: tuple[int, ...]
     batch: int
     width_divisor: int = 1
     change: str = "memory plan"
+    resolution: Resolution | None = None
+    tier: int = FREE
 
     def describe(self) -> str:
         feats = self.architecture["features_per_stage"]
+        grid = "" if self.resolution is None else f", {self.resolution.factor:g}x coarser grid"
         return (
             f"patch {_x(self.patch)}, batch {self.batch}, features {feats[0]}-{feats[-1]}, "
-            f"{len(feats)} stages"
+            f"{len(feats)} stages{grid}"
         )
+
+    def spacing(self, config: ConfigurationPlan) -> list[float]:
+        r = self.resolution
+        return list(config.spacing) if r is None else list(r.spacing)
+
+    def median_shape(self, config: ConfigurationPlan) -> list[int]:
+        r = self.resolution
+        return list(config.median_shape) if r is None else list(r.median_shape)
 
 
 def batch_steps(batch: int) -> list[int]:
@@ -472,49 +505,93 @@ def _total_stride(arch: dict[str, Any]) -> list[int]:
 
 
 def time_ladder(
-    config: ConfigurationPlan, floor: Sequence[int], hard_floor: Sequence[int] | None = None
+    config: ConfigurationPlan,
+    floor: Sequence[int],
+    hard_floor: Sequence[int] | None = None,
+    *,
+    resolutions: Sequence[Resolution] = (),
+    extent_mm: Sequence[float] | None = None,
 ) -> list[Candidate]:
     """The configuration's rungs, slowest first: the memory plan; the batch down to 2
-    (:func:`batch_steps`); the widths halved twice at batch 2 (:func:`scale_features`); then
-    the patch shrunk towards ``floor`` at batch 2 and a quarter of the widths, one total
-    stride at a time along the axis with the largest patch / median-image ratio (the memory
-    rule's order), re-deriving the topology each time (an axis too short to pool loses a
-    stage); then, with ``hard_floor``, on below ``floor`` towards it (last resorts, marked
-    "below the context floor"). Independent of the budget, so a larger budget can only stop on
-    an earlier rung."""
+    (:func:`batch_steps`); each coarser grid of ``resolutions`` at batch 2, the patch covering
+    the same millimetres and the topology re-derived (:func:`resolution_rung`); the widths
+    halved twice at batch 2 on the coarsest grid (:func:`scale_features`); then the patch
+    shrunk towards ``floor`` at batch 2 and a quarter of the widths, one total stride at a time
+    along the axis with the largest patch / median-image ratio (the memory rule's order),
+    re-deriving the topology each time (an axis too short to pool loses a stage); then, with
+    ``hard_floor``, on below ``floor`` towards it (last resorts, marked "below the context
+    floor"). ``floor`` and ``hard_floor`` are in the configuration's own voxels; on a coarser
+    grid they are recomputed there from ``extent_mm`` (:func:`patch_floor`). Independent of
+    the budget, so a larger budget can only stop on an earlier rung. Rungs are tiered
+    (:data:`FREE`, :data:`CONTEXT`, :data:`LAST`): what they give up."""
     arch0 = dict(config.architecture)
     patch0 = tuple(int(p) for p in config.patch_size)
     ladder = [Candidate(arch0, patch0, config.batch_size)]
     for b in batch_steps(config.batch_size)[1:]:
         ladder.append(Candidate(arch0, patch0, b, 1, f"batch {config.batch_size} -> {b}"))
     batch = ladder[-1].batch
-    widest = arch0["features_per_stage"]
+    for r in resolutions:
+        ladder.append(resolution_rung(config, r, batch))
+    widest, coarsest = ladder[-1].architecture, ladder[-1].resolution
     for d in WIDTH_DIVISORS[1:]:
-        arch = scale_features(arch0, d)
+        arch = scale_features(widest, d)
         feats = arch["features_per_stage"]
-        change = f"features {widest[0]}-{widest[-1]} -> {feats[0]}-{feats[-1]}"
-        ladder.append(Candidate(arch, patch0, batch, d, change))
-    ladder += _patch_rungs(config, ladder[-1], floor, "")
+        wide = widest["features_per_stage"]
+        change = f"features {wide[0]}-{wide[-1]} -> {feats[0]}-{feats[-1]}"
+        ladder.append(Candidate(arch, ladder[-1].patch, batch, d, change, coarsest))
+    if coarsest is not None:
+        start = ladder[-1].patch
+        floor = patch_floor(start, coarsest.spacing, extent_mm)
+        if hard_floor is not None:
+            hard_floor = patch_floor(start, coarsest.spacing, None)
+    ladder += _patch_rungs(config, ladder[-1], floor, "", CONTEXT)
     if hard_floor is not None:
-        ladder += _patch_rungs(config, ladder[-1], hard_floor, " (below the context floor)")
+        ladder += _patch_rungs(config, ladder[-1], hard_floor, " (below the context floor)", LAST)
     return ladder
 
 
+def resolution_rung(config: ConfigurationPlan, resolution: Resolution, batch: int) -> Candidate:
+    """The memory plan's network on a coarser grid: the patch covers the same millimetres
+    (divided by the factor along the fine axes, at most the median image there), the topology
+    and widths re-derived for that patch and spacing as the memory rule derives them."""
+    arch0 = config.architecture
+    wanted = [
+        min(max(1, round(p * s / r)), max(m, 1))
+        for p, s, r, m in zip(
+            config.patch_size, config.spacing, resolution.spacing, resolution.median_shape
+        )
+    ]
+    patch, topo = fit_topology(resolution.spacing, wanted)
+    block = architecture_block(
+        topo,
+        network=arch0["network"],
+        in_channels=arch0["in_channels"],
+        num_classes=arch0["num_classes"],
+    )
+    change = (
+        f"spacing {_x(config.spacing)} -> {_x(resolution.spacing)} ({resolution.factor:g}x "
+        f"coarser), patch {_x(patch)}"
+    )
+    return Candidate(block, tuple(patch), batch, 1, change, resolution)
+
+
 def _patch_rungs(
-    config: ConfigurationPlan, start: Candidate, floor: Sequence[int], note: str
+    config: ConfigurationPlan, start: Candidate, floor: Sequence[int], note: str, tier: int
 ) -> list[Candidate]:
-    """Rungs shrinking ``start``'s patch one total stride at a time towards ``floor``."""
+    """Rungs shrinking ``start``'s patch one total stride at a time towards ``floor`` (on
+    ``start``'s grid)."""
     arch0, divisor = config.architecture, WIDTH_DIVISORS[-1]
     patch, arch = list(start.patch), start.architecture
+    spacing, median = start.spacing(config), start.median_shape(config)
     rungs: list[Candidate] = []
     while True:
-        axis = axis_to_shrink(patch, config.median_shape, config.spacing, floor)
+        axis = axis_to_shrink(patch, median, spacing, floor)
         if axis is None:
             break
         stride = _total_stride(arch)
         shrunk = list(patch)
         shrunk[axis] = max(patch[axis] - stride[axis], floor[axis])
-        new_patch, topo = fit_topology(config.spacing, shrunk)
+        new_patch, topo = fit_topology(spacing, shrunk)
         if new_patch == patch:  # rounding gave back the same patch: nothing left to shrink
             break
         block = architecture_block(
@@ -525,7 +602,9 @@ def _patch_rungs(
         )
         arch = scale_features(block, divisor)
         change = f"patch {_x(patch)} -> {_x(new_patch)}{note}"
-        rungs.append(Candidate(arch, tuple(new_patch), start.batch, divisor, change))
+        rungs.append(
+            Candidate(arch, tuple(new_patch), start.batch, divisor, change, start.resolution, tier)
+        )
         patch = new_patch
     return rungs
 
@@ -658,6 +737,7 @@ class ConfigFit:
     search: LadderSearch
     schedule: FoldSchedule | None  # None when not even the last rung fits
     context: FoldContext
+    required: int = MIN_ITERATIONS  # the iterations per fold it had to reach
 
     @property
     def candidate(self) -> Candidate:
@@ -684,7 +764,7 @@ class ConfigFit:
         head = f"fold budget {_s(fold_s)}; memory plan ({self.ladder[0].describe()})"
         head += "" if top is None else f" ~{_s(top)}/iteration"
         if self.schedule is None or self.search.index is None:
-            return head + f"; no rung fits {MIN_ITERATIONS} iterations (" + "; ".join(seen) + ")"
+            return head + f"; no rung fits {self.required} iterations (" + "; ".join(seen) + ")"
         s = self.schedule
         verdict = (
             "kept"
@@ -695,7 +775,8 @@ class ConfigFit:
             f"{head} -> {verdict}: {_s(self.step_s)}/iteration measured + "
             f"{_s(s.iteration_s - self.step_s)} loader and its workers -> {s.epochs} epochs x "
             f"{s.iterations_per_epoch} iterations ({s.iterations} "
-            f"{'>=' if s.iterations >= MIN_ITERATIONS else '<'} {MIN_ITERATIONS}), "
+            f"{'>=' if s.iterations >= TARGET_ITERATIONS else '<'} {TARGET_ITERATIONS} target"
+            f"{'' if s.iterations >= TARGET_ITERATIONS else f', >= {MIN_ITERATIONS} minimum'}), "
             f"predicted {_s(s.predicted_train_s)} training + {_s(s.validation_s)} validation "
             f"of {_s(fold_s)}; rungs timed: " + "; ".join(seen)
         )
@@ -710,6 +791,7 @@ class BudgetFit:
     dropped: list[str]
     notes: list[str]
     warning: str | None = None  # set when no configuration reaches MIN_ITERATIONS
+    n_folds: int = N_FOLDS  # folds trained: N_FOLDS (cross-validation) or 1 (one split)
 
 
 def fit_configuration(
@@ -722,37 +804,57 @@ def fit_configuration(
     extent_mm: Sequence[float] | None,
     screen_factor: float | None = SCREEN_FACTOR,
     below_floor: bool = False,
+    resolutions: Sequence[Resolution] = (),
+    required: int = MIN_ITERATIONS,
 ) -> ConfigFit:
-    """The first rung of the configuration's ladder that trains MIN_ITERATIONS per fold;
-    ``below_floor`` extends the ladder below the context floor (:func:`fit_to_budget`'s last
-    resort)."""
+    """The rung of the configuration's ladder to train, or none (``schedule`` None).
+
+    First the first :data:`FREE` rung (smaller batch, coarser grid, narrower network) that
+    trains :data:`TARGET_ITERATIONS` per fold. When none does and ``required`` is below the
+    target: the fastest FREE rung if it trains ``required`` iterations, else the first later
+    rung (a patch cut towards the context floor; with ``below_floor`` also beyond it, the last
+    resort of :func:`fit_to_budget`) that does."""
     floor = patch_floor(config.patch_size, config.spacing, extent_mm)
     hard = patch_floor(config.patch_size, config.spacing, None) if below_floor else None
-    ladder = time_ladder(config, floor, hard)
+    ladder = time_ladder(config, floor, hard, resolutions=resolutions, extent_mm=extent_mm)
     channels = config.architecture["in_channels"]
 
-    def schedule_of(c: Candidate, step_s: float) -> FoldSchedule:
-        return fold_schedule(fold_s, step_s, c.batch, c.patch, channels, context)
+    def schedule_of(c: Candidate, step_s: float, validation: bool = True) -> FoldSchedule:
+        ctx = rung_context(context, c)
+        if not validation:
+            ctx = replace(ctx, n_val_cases=0, extra_validation_s=0.0)
+        return fold_schedule(fold_s, step_s, c.batch, c.patch, channels, ctx)
 
-    no_validation = replace(context, n_val_cases=0, extra_validation_s=0.0)
-
-    def training_fits(c: Candidate, step_s: float) -> bool:
-        return schedule_fits(
-            fold_schedule(fold_s, step_s, c.batch, c.patch, channels, no_validation)
+    def reaching(n: int) -> tuple[Callable[[Candidate, float], bool], ...]:
+        return (
+            lambda c, t: schedule_fits(schedule_of(c, t), n),
+            lambda c, t: schedule_fits(schedule_of(c, t, validation=False), n),
         )
 
-    search = first_fitting(
-        ladder,
-        timer,
-        lambda c, t: schedule_fits(schedule_of(c, t)),
-        training_fits,
-        screen_factor,
-    )
+    timer = CachedTimer(timer)
+    n_free = sum(1 for c in ladder if c.tier == FREE)
+    search = first_fitting(ladder[:n_free], timer, *reaching(TARGET_ITERATIONS), screen_factor)
+    if search.index is None and required < TARGET_ITERATIONS:
+        last = n_free - 1
+        if schedule_fits(schedule_of(ladder[last], timer(*_args(ladder[last]))), required):
+            search.index = last
+            search.measured[last] = timer(*_args(ladder[last]))
+        else:
+            rest = first_fitting(ladder, timer, *reaching(required), screen_factor)
+            rest.measured.update(search.measured)
+            rest.screened.update(
+                {i: t for i, t in search.screened.items() if i not in rest.measured}
+            )
+            search = rest
     schedule = None
     if search.index is not None:
         chosen = ladder[search.index]
         schedule = schedule_of(chosen, search.measured[search.index])
-    return ConfigFit(name, ladder, search, schedule, context)
+    return ConfigFit(name, ladder, search, schedule, context, required)
+
+
+def _args(c: Candidate) -> tuple[dict[str, Any], tuple[int, ...], int]:
+    return c.architecture, c.patch, c.batch
 
 
 def network_extent(
@@ -777,17 +879,20 @@ def fit_to_budget(
     extent_mm: Sequence[float] | None,
     screen_factor: float | None = SCREEN_FACTOR,
     progress: Callable[[str], None] | None = None,
+    resolutions: Mapping[str, Sequence[Resolution]] | None = None,
 ) -> BudgetFit:
-    """Fit every configuration to ``time_budget_s`` (all of them x 5 folds), dropping
-    configurations until every kept one fits.
+    """Fit the configurations to ``time_budget_s``: which ones, at which rung, over how many
+    folds (:func:`budget_passes`).
 
-    While some configuration does not fit at any rung of its ladder: if it does not fit even
-    with the budget to itself (a ``crop`` with its localiser), it goes; otherwise the last of
-    :func:`keep_order` goes, so that the others get more time per fold. ``data_shape`` is the
-    median image at the target spacing in data axes (its slice count multiplies the validation
-    of 2D configurations of 3D data); ``extent_mm`` the p95 foreground extent in data axes
-    (None without foreground). Raises AutosegError when no configuration fits, naming the
-    budget at which the cheapest one would.
+    Each pass drops configurations until every kept one reaches the pass's iterations per
+    fold: a configuration that does not even with the budget to itself (a ``crop`` with its
+    localiser) goes; otherwise the last of :func:`keep_order` goes, so that the others get
+    more time per fold. ``data_shape`` is the median image at the target spacing in data axes
+    (its slice count multiplies the validation of 2D configurations of 3D data);
+    ``extent_mm`` the p95 foreground extent in data axes (None without foreground);
+    ``resolutions`` the coarser grids each configuration may train on
+    (:mod:`autoseg.planning.resolution`). Raises AutosegError when no configuration fits,
+    naming the budget at which the cheapest one would.
     """
     crop = configs.get("crop")
     localiser = None if crop is None or crop.crop is None else crop.crop.localiser
@@ -796,8 +901,11 @@ def fit_to_budget(
     timer = CachedTimer(timer)
     notes: list[str] = []
     hopeless: dict[str, ConfigFit] = {}
+    grids = resolutions or {}
 
-    def evaluate(names: Sequence[str], fold_s: float, below_floor: bool) -> dict[str, ConfigFit]:
+    def evaluate(
+        names: Sequence[str], fold_s: float, below_floor: bool, required: int
+    ) -> dict[str, ConfigFit]:
         fits: dict[str, ConfigFit] = {}
         for name in [n for n in CONFIG_NAMES if n in names]:  # a localiser before its crop
             config = configs[name]
@@ -818,61 +926,93 @@ def fit_to_budget(
                 extent_mm=network_extent(extent_mm, config),
                 screen_factor=screen_factor,
                 below_floor=below_floor,
+                resolutions=grids.get(name, ()),
+                required=required,
             )
             if fits[name].schedule is None:
                 break
         return fits
 
-    def attempt(below_floor: bool) -> BudgetFit | None:
+    def attempt(n_folds: int, required: int, below_floor: bool, one: bool) -> BudgetFit | None:
         order = list(order_all)
         while order:
-            names = runnable(order, localiser)
-            fold_s = fold_seconds(time_budget_s, len(names))
-            fits = evaluate(names, fold_s, below_floor)
+            names = runnable(order[:1] if one else order, localiser)
+            fold_s = fold_seconds(time_budget_s, len(names), n_folds)
+            fits = evaluate(names, fold_s, below_floor, required)
             failed = next((n for n, f in fits.items() if f.schedule is None), None)
             if failed is None:
                 dropped = [n for n in configs if n not in names]
                 if dropped:
                     notes.append(
                         f"dropped {', '.join(dropped)}: with them not every configuration "
-                        f"could train {MIN_ITERATIONS} iterations per fold; {len(names)} "
-                        f"configuration(s) x {N_FOLDS} folds get {_s(fold_s)} each"
+                        f"could train {required} iterations per fold; {len(names)} "
+                        f"configuration(s) x {n_folds} fold(s) get {_s(fold_s)} each"
                     )
-                return BudgetFit(fold_s, fits, dropped, notes)
+                return BudgetFit(fold_s, fits, dropped, notes, n_folds=n_folds)
             alone = [failed] if failed != "crop" else [localiser, "crop"]
             alone_fits = (
                 fits
                 if alone == names
-                else evaluate(alone, fold_seconds(time_budget_s, len(alone)), below_floor)
+                else evaluate(
+                    alone, fold_seconds(time_budget_s, len(alone), n_folds), below_floor, required
+                )
             )
             if alone_fits[failed].schedule is None:
-                hopeless[failed] = alone_fits[failed]
+                if required <= MIN_ITERATIONS:
+                    hopeless[failed] = alone_fits[failed]
                 gone = [failed] + (["crop"] if failed == localiser else [])
-                notes.append(
-                    f"{failed} cannot train {MIN_ITERATIONS} iterations per fold at any rung "
-                    f"even with the whole budget (down to {fits[failed].ladder[-1].describe()})"
-                )
+                if required <= MIN_ITERATIONS:
+                    notes.append(
+                        f"{failed} cannot train {required} iterations per fold at any rung "
+                        f"even with the whole budget (down to "
+                        f"{fits[failed].ladder[-1].describe()})"
+                    )
             else:
                 gone = [order[-1]]
-                notes.append(
-                    f"with {len(names)} configurations ({_s(fold_s)} per fold) {failed} does "
-                    f"not fit: the least preferred ({order[-1]}) goes"
-                )
             order = [n for n in order if n not in gone]
         return None
 
-    # Below the context floor only as a last resort, once dropping configurations has not
-    # made any fit: a label's box spans all its components (a plexus of nerves, or nerve +
-    # vessels across an ultrasound frame: usgra-seg's p95 box is 183x421 px of a 480x534
-    # frame), so the floor can be the whole image, and 250 full-frame iterations (Dice 0,
-    # measured) lose to 1000 smaller-patch ones. Timings of rungs above the floor are cached.
-    fit = attempt(below_floor=False)
-    if fit is None:
-        notes.append("no configuration fits above its context floor: trying smaller patches")
-        fit = attempt(below_floor=True)
-    if fit is not None:
-        return fit
+    for n_folds, required, below_floor, one in budget_passes():
+        fit = attempt(n_folds, required, below_floor, one)
+        if fit is not None:
+            if n_folds < N_FOLDS:
+                notes.append(
+                    f"not every fold of a {N_FOLDS}-fold cross-validation could reach "
+                    f"{TARGET_ITERATIONS} iterations: one model on one training split "
+                    f"({N_FOLDS - 1}/{N_FOLDS} of the cases), its hold-out ({1}/{N_FOLDS}) "
+                    "for selection and the estimate"
+                )
+            return fit
+        if not below_floor and required == MIN_ITERATIONS:
+            notes.append("no configuration fits above its context floor: trying smaller patches")
     return best_effort(hopeless, time_budget_s, notes, order_all, localiser)
+
+
+def budget_passes() -> list[tuple[int, int, bool, bool]]:
+    """Where the budget goes, in order of preference: (folds, iterations per fold each kept
+    configuration must reach, whether patches may go below the context floor, whether only
+    the most preferred configuration that fits is trained).
+
+    1. nnU-Net's 5-fold cross-validation, when every kept configuration reaches
+       :data:`TARGET_ITERATIONS` per fold (the ensemble of five models, and an out-of-fold
+       estimate over every case);
+    2. otherwise one training split (fold 0) at :data:`TARGET_ITERATIONS`: one model trained
+       five times longer is worth more than five under-trained ones (usgra-seg at 25 min:
+       nerve Dice 0.34 with five folds of ~1,200 iterations, 0.49 with one of ~6,000);
+    3. when not even one configuration reaches the target alone: only the most preferred one
+       that reaches :data:`MIN_ITERATIONS` on one split (a ``crop`` with its localiser) —
+       splitting a budget that short over several would leave each even further from it;
+    4. the same with patches below the context floor: a label's box spans all its
+       components (a plexus of nerves, or nerve + vessels across an ultrasound frame:
+       usgra-seg's p95 box is 183x421 px of a 480x534 frame), so the floor can be the whole
+       image, and 250 full-frame iterations (Dice 0, measured) lose to 1000 smaller-patch ones.
+    """
+    return [
+        (N_FOLDS, TARGET_ITERATIONS, False, False),
+        (1, TARGET_ITERATIONS, False, False),
+        (1, MIN_ITERATIONS, False, True),
+        (1, MIN_ITERATIONS, True, True),
+    ]
 
 
 def best_effort(
@@ -901,11 +1041,16 @@ def best_effort(
     order = keep_order(list(names), localiser)
     name = next(n for n in order if n in known and known[n] <= BEST_EFFORT_SLACK * smallest)
     fit = hopeless[name]
-    fold_s = fold_seconds(time_budget_s, 1)
+    fold_s = fold_seconds(time_budget_s, 1, 1)
     channels = fit.ladder[0].architecture["in_channels"]
     options = {
         i: fold_schedule(
-            fold_s, step, fit.ladder[i].batch, fit.ladder[i].patch, channels, fit.context
+            fold_s,
+            step,
+            fit.ladder[i].batch,
+            fit.ladder[i].patch,
+            channels,
+            rung_context(fit.context, fit.ladder[i]),
         )
         for i, step in fit.search.measured.items()
     }
@@ -913,8 +1058,9 @@ def best_effort(
     if options[i].epochs < 1:
         raise AutosegError(
             f"a time budget of {_s(time_budget_s)} cannot train any configuration: "
-            f"{_s(fold_s)} per fold does not even cover the validation of {name} "
-            f"({_s(options[i].validation_s)})",
+            f"{_s(fold_s)} does not even cover the start-up "
+            f"({_s(reserve_seconds(fold_s, fit.context.device_type))}) and the validation "
+            f"({_s(options[i].validation_s)}) of {name}",
             fix=f"give a longer --time-budget (at least ~{_duration(known[name])}), or none",
         )
     search = LadderSearch(i, dict(fit.search.measured), dict(fit.search.screened))
@@ -926,21 +1072,20 @@ def best_effort(
         f"not learn: give --time-budget {_duration(known[name])} or more"
     )
     dropped = [n for n in names if n != name]
-    return BudgetFit(fold_s, {name: chosen}, dropped, notes, warning=warning)
+    return BudgetFit(fold_s, {name: chosen}, dropped, notes, warning=warning, n_folds=1)
 
 
 def minimum_budget_s(fit: ConfigFit) -> float | None:
-    """The time budget (this configuration alone x 5 folds) at which the cheapest measured
-    rung would train MIN_ITERATIONS per fold; None when no rung was measured."""
+    """The time budget (this configuration alone, one training split) at which the cheapest
+    measured rung would train MIN_ITERATIONS; None when no rung was measured."""
     best = None
     for i, step in fit.search.measured.items():
         c = fit.ladder[i]
 
         def enough(fold_s: float, c: Candidate = c, step: float = step) -> bool:
             channels = c.architecture["in_channels"]
-            return schedule_fits(
-                fold_schedule(fold_s, step, c.batch, c.patch, channels, fit.context)
-            )
+            context = rung_context(fit.context, c)
+            return schedule_fits(fold_schedule(fold_s, step, c.batch, c.patch, channels, context))
 
         low, high = 0.0, 1.0
         while not enough(high):
@@ -949,7 +1094,7 @@ def minimum_budget_s(fit: ConfigFit) -> float | None:
             mid = (low + high) / 2
             low, high = (low, mid) if enough(mid) else (mid, high)
         best = high if best is None else min(best, high)
-    return None if best is None else best * N_FOLDS
+    return best
 
 
 def _duration(seconds: float | None) -> str:

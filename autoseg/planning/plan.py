@@ -517,17 +517,21 @@ class Schedule:
     then has its own ``schedule`` block, which takes precedence), or ``user`` (edited by hand).
     ``time_budget_s`` records ``--time-budget``: the wall-clock time of training every
     configuration x 5 folds. ``fold_budget_s`` (time-budget plans only) is that time per
-    configuration and fold, validation and start-up included."""
+    configuration and fold, validation and start-up included. ``folds`` (time-budget plans
+    only) are the folds to train when a short budget buys one model on one training split
+    (``[0]``) rather than the 5-fold cross-validation (None: every fold of ``splits.json``)."""
 
     epochs: int = 1000
     iterations_per_epoch: int = 250
     time_budget_s: float | None = None
     source: str = "default"
     fold_budget_s: float | None = None
+    folds: list[int] | None = None
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "schedule") -> Schedule:
-        d = _obj(d, where, _keys(cls), optional=("fold_budget_s",))
+        d = _obj(d, where, _keys(cls), optional=("fold_budget_s", "folds"))
+        folds = d.get("folds")
         return cls(
             epochs=_int(d["epochs"], f"{where}.epochs", 1),
             iterations_per_epoch=_int(
@@ -538,10 +542,11 @@ class Schedule:
             fold_budget_s=_opt_float(
                 d.get("fold_budget_s"), f"{where}.fold_budget_s", positive=True
             ),
+            folds=None if folds is None else _ints(folds, f"{where}.folds", lo=0),
         )
 
 
-_TIME_BUDGET_SCHEDULE_FIELDS = ("fold_budget_s",)
+_TIME_BUDGET_SCHEDULE_FIELDS = ("fold_budget_s", "folds")
 _TIME_BUDGET_CONFIG_FIELDS = ("measured_step_s", "schedule")
 
 

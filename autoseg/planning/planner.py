@@ -23,6 +23,7 @@ from autoseg.errors import AutosegError
 from autoseg.fingerprint.schema import FINGERPRINT_FILE, Fingerprint
 from autoseg.planning import configurations as cfg
 from autoseg.planning.budget import (
+    N_FOLDS,
     SCREEN_FACTOR,
     BudgetFit,
     MeasuredStepTimer,
@@ -51,6 +52,12 @@ from autoseg.planning.plan import (
     Plan,
     Schedule,
     save_plan,
+)
+from autoseg.planning.resolution import (
+    Resolution,
+    coarser_spacing,
+    coarsest_factor,
+    useful_factors,
 )
 from autoseg.planning.sampling import augmentation_profile, loss_rule, oversample_rate
 from autoseg.planning.schedule import optimizer_rule, schedule_rule
@@ -416,6 +423,14 @@ def _with_time_fit(
     why = dict(config.why)
     why["time_budget"] = _tag(fit_configuration, f.why(fit.fold_s))
     changes: dict[str, Any] = {}
+    if c.resolution is not None:
+        r = c.resolution
+        why["spacing"] += (
+            f"; time budget -> {_fmt(r.spacing)} ({r.factor:g}x coarser along the fine axes; "
+            "predictions are resampled back to the input grid; see time_budget)"
+        )
+        changes["spacing"] = list(r.spacing)
+        changes["median_shape"] = list(r.median_shape)
     if c.batch != config.batch_size:
         why["batch_size"] += f"; time budget -> batch {c.batch} (see time_budget)"
         changes["batch_size"] = c.batch
@@ -465,6 +480,37 @@ def _with_time_fit(
     )
 
 
+def _resolutions(
+    ctx: _Context, planned: Mapping[str, ConfigurationPlan]
+) -> tuple[dict[str, list[Resolution]], str]:
+    """The coarser grids each configuration may train on when the time budget is short
+    (:mod:`autoseg.planning.resolution`): up to the coarsest factor the reference masks
+    survive, along the fine axes, never coarser than an anisotropic stack's thick axis. Not
+    for ``crop`` (its point is full resolution) nor ``3d_lowres`` (already coarse)."""
+    labels = [str(v) for v in ctx.fp.foreground_labels.values()]
+    max_factor, why = _ruled(coarsest_factor, ctx.fp.aggregate.coarsening_dice, labels)
+    out: dict[str, list[Resolution]] = {}
+    for name, config in planned.items():
+        if name in ("crop", "3d_lowres"):
+            continue
+        axis = config.slice_axis if config.dim < ctx.fp.dim else None
+        cap = None
+        if axis is not None and ctx.thick is not None:
+            cap = float(ctx.target[ctx.thick])
+        grids = []
+        for factor in useful_factors(config.spacing, max_factor, cap):
+            grid = list(coarser_spacing(config.spacing, factor, cap))
+            data_grid = list(grid)
+            if axis is not None:
+                data_grid.insert(axis, float(ctx.target[axis]))
+            median = median_resampled_shape(ctx.shapes, ctx.spacings, data_grid)
+            if axis is not None:
+                median = [m for a, m in enumerate(median) if a != axis]
+            grids.append(Resolution(factor, tuple(grid), tuple(int(m) for m in median)))
+        out[name] = grids
+    return out, why
+
+
 def _budget_schedule(time_budget_s: float, fit: BudgetFit) -> tuple[Schedule, str]:
     """Plan-wide schedule of a time-budget plan: the fold budget, and as the fallback length
     the configuration with the fewest iterations (never overruns any configuration's fold)."""
@@ -477,6 +523,7 @@ def _budget_schedule(time_budget_s: float, fit: BudgetFit) -> tuple[Schedule, st
         time_budget_s=float(time_budget_s),
         source="time_budget",
         fold_budget_s=round(fit.fold_s, 1),
+        folds=None if fit.n_folds == N_FOLDS else list(range(fit.n_folds)),
     )
     per_config = ", ".join(
         f"{n} {f.schedule.epochs} x {f.schedule.iterations_per_epoch}"
@@ -485,9 +532,15 @@ def _budget_schedule(time_budget_s: float, fit: BudgetFit) -> tuple[Schedule, st
     )
     why = _tag(
         fit_to_budget,
-        f"time budget {time_budget_s:g} s for {len(fit.configs)} configuration(s) x 5 folds -> "
-        f"{fit.fold_s:.4g} s per fold; each configuration has its own schedule ({per_config}); "
-        f"plan-wide fallback = the shortest ({shortest.name})",
+        f"time budget {time_budget_s:g} s for {len(fit.configs)} configuration(s) x "
+        + (
+            f"{N_FOLDS} folds (cross-validation)"
+            if fit.n_folds == N_FOLDS
+            else f"{fit.n_folds} training split (fold 0; its hold-out for selection and the "
+            "estimate)"
+        )
+        + f" -> {fit.fold_s:.4g} s per fold; each configuration has its own schedule "
+        f"({per_config}); plan-wide fallback = the shortest ({shortest.name})",
     )
     return schedule, why
 
@@ -612,6 +665,7 @@ def plan_dataset(
             bar.update(1)
 
         timer = step_timer or MeasuredStepTimer(device_info.type)
+        grids, why["resolution"] = _resolutions(ctx, planned)
         fit = fit_to_budget(
             planned,
             time_budget_s=time_budget_s,
@@ -622,6 +676,7 @@ def plan_dataset(
             extent_mm=extent_p95,
             screen_factor=SCREEN_FACTOR if step_timer is None else None,
             progress=tick,
+            resolutions=grids,
         )
         bar.close()
         planned = {

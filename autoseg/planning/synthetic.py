@@ -31,6 +31,7 @@ def synthetic_fingerprint(
     crop_fraction: float = 1.0,
     intensity_mean: float = 300.0,
     intensity_std: float = 80.0,
+    coarsening_dice: Mapping[str, Mapping[str, float]] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """A fingerprint dict (schema version 1) of ``n_cases`` cases around the given geometry.
@@ -38,7 +39,10 @@ def synthetic_fingerprint(
     ``shape``/``spacing`` in array order; ``shape_spread``/``spacing_spread`` are relative
     standard deviations of the per-case values; ``crop_fraction`` is the per-axis fraction kept
     by cropping to nonzero; ``foreground_fraction`` and ``foreground_extent_mm`` are per label
-    value (string keys), the extent also per axis in mm. Deterministic for a given ``seed``.
+    value (string keys), the extent also per axis in mm. ``coarsening_dice`` (label -> factor
+    ("2") -> Dice) is every case's round-trip Dice at coarser grids
+    (:func:`autoseg.fingerprint.extract.coarsening_dice`); without it the fingerprint has none,
+    like one written before the statistic existed. Deterministic for a given ``seed``.
     """
     rng = np.random.default_rng(seed)
     channel_names = dict(channel_names or {"0": "T2" if modality == "mri" else modality})
@@ -90,6 +94,11 @@ def synthetic_fingerprint(
                 },
             }
         )
+        if coarsening_dice is not None:
+            cases[-1]["coarsening_dice"] = {
+                k: {str(f): float(d) for f, d in per.items()} if ext.get(k) else {}
+                for k, per in coarsening_dice.items()
+            }
         samples.append([values for _ in channel_names])
     label_values = [v for v in labels.values() if v != 0]
     return {

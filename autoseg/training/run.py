@@ -130,7 +130,7 @@ def fold_is_done(results: Path, config: str, fold: int) -> bool:
 def train(
     dataset: str | int | os.PathLike,
     config: str,
-    folds: str | int | Sequence[int] = "all",
+    folds: str | int | Sequence[int] | None = None,
     root: str | os.PathLike | None = None,
     *,
     options: TrainOptions | None = None,
@@ -139,7 +139,8 @@ def train(
     n_folds: int = 5,
     progress: bool = True,
 ) -> list[Path]:
-    """Train (and validate) folds of one configuration; returns the fold folders."""
+    """Train (and validate) folds of one configuration; returns the fold folders. ``folds``
+    None: the plan's (``schedule.folds``; every fold when it names none)."""
     from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan
     from autoseg.preprocessing.preprocess import data_identifier, preprocess_dataset
@@ -163,6 +164,8 @@ def train(
         [ds.cohort_of(c) for c in case_ids],
         n_folds=n_folds,
     )
+    if folds is None:
+        folds = "all" if plan.schedule.folds is None else list(plan.schedule.folds)
     out = []
     for fold in parse_folds(folds, len(splits)):
         fdir = fold_dir(results, config, fold)
