@@ -562,6 +562,28 @@ def test_real_timer_with_one_thread_measures_once(one_thread):
     timer = bd.MeasuredStepTimer("cpu", max_seconds=0.2)
     timer(small, p_small, 2)
     assert timer.threads(small, p_small, 2) == 1
+    # both layouts were timed; the faster one counts and is recorded
+    assert timer.channels_last(small, p_small, 2) in (True, False)
+    assert timer.channels_last(small, p_small, 4) is None  # not measured
+
+
+def test_real_timer_records_the_faster_layout(one_thread, monkeypatch):
+    small, p_small = _arch([1.0, 1.0], [16, 16], 4)
+    asked = []
+
+    def fake(arch, patch, batch, *, channels_last=False, **kw):
+        asked.append(channels_last)
+        return 0.1 if channels_last else 0.2
+
+    monkeypatch.setattr(bd, "measure_step_seconds", fake)
+    timer = bd.MeasuredStepTimer("cpu")
+    assert timer(small, p_small, 2) == 0.1 and timer.channels_last(small, p_small, 2) is True
+    assert asked == [False, True]
+    fp = _wrist()
+    plan = _plan(fp, time_budget_s=600.0, step_timer=timer)
+    c = plan.configurations["2d"]
+    assert c.schedule.channels_last is True and "channels-last" in c.why["channels_last"]
+    assert plan_from_dict(plan.to_dict()) == plan
 
 
 def test_budget_plans_choose_the_optimizer_by_schedule_length():

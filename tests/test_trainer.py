@@ -349,3 +349,24 @@ def test_cpu_training_runs_in_bfloat16_only_where_the_cpu_has_it(tmp_path, monke
         _setup(tmp_path), _options(), ["a"], ["b"], tmp_path / "c", loader_factory=synthetic_loader
     )
     assert plain.autocast is None
+
+
+def test_channels_last_layout_trains_and_saves_weights_any_network_loads(tmp_path):
+    from autoseg.networks import build_network
+
+    opts = _options(epochs=2, iterations_per_epoch=3, channels_last=True)
+    trainer = Trainer(
+        _setup(tmp_path), opts, ["a"], ["b"], tmp_path / "cl", loader_factory=synthetic_loader
+    )
+    convs = [m for m in trainer.network.modules() if isinstance(m, torch.nn.Conv2d)]
+    conv = next(m for m in convs if m.in_channels > 1 and m.kernel_size != (1, 1))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    log = trainer.fit()
+    assert np.isfinite(log[-1]["train_loss"])
+    plain = build_network(ARCH).eval()
+    plain.load_state_dict(load_checkpoint(tmp_path / "cl" / "checkpoint_final.pt")["model"])
+    x = torch.randn(1, 1, 32, 32)
+    trainer.network.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), trainer.network(x), atol=1e-4, rtol=1e-4)

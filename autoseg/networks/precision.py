@@ -35,3 +35,15 @@ def autocast_dtype(device_type: str, amp: bool = True) -> torch.dtype | None:
     if device_type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
+
+
+def memory_format(spatial_dims: int, channels_last: bool) -> torch.memory_format:
+    """The tensor layout a network runs in: channels last (NHWC / NDHWC) or PyTorch's default.
+
+    Channels last lets oneDNN run convolutions without reordering; on this CPU it made the
+    bfloat16 step of a narrow 2D U-Net (8-128 features, 192 x 256, batch 2) 1.19x faster but a
+    16-256 one 1.2x slower, so the budget planner times both and the plan records the faster
+    (``schedule.channels_last``)."""
+    if not channels_last:
+        return torch.contiguous_format
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d

@@ -138,8 +138,10 @@ def measure_step_seconds(
     warmup: int = MEASURE_WARMUP,
     repeats: int = MEASURE_REPEATS,
     max_seconds: float | None = None,
+    channels_last: bool = False,
 ) -> float:
-    """Median seconds of one real training iteration of the network on ``device``.
+    """Median seconds of one real training iteration of the network on ``device`` (in the
+    channels-last layout with ``channels_last``).
 
     Random input ``(batch, in_channels, *patch)`` and integer targets at every deep-supervision
     scale; forward in the trainer's precision (:mod:`autoseg.networks.precision`) + the
@@ -164,16 +166,18 @@ def measure_step_seconds(
     config = ArchitectureConfig.from_dict(arch)
     patch = tuple(int(p) for p in patch)
     gen = torch.Generator().manual_seed(0)
-    net = build_network(config).to(dev).train()
+    from autoseg.networks.precision import autocast_dtype, memory_format
+
+    layout = memory_format(len(patch), channels_last)
+    net = build_network(config).to(dev).to(memory_format=layout).train()
     optimizer = torch.optim.SGD(
         net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5
     )
-    from autoseg.networks.precision import autocast_dtype
-
     dtype = autocast_dtype(dev.type)  # the trainer's precision (float16 / bfloat16 / float32)
     amp = dtype == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     x = torch.randn((batch, config.in_channels, *patch), generator=gen).to(dev)
+    x = x.contiguous(memory_format=layout)
     targets = [
         torch.randint(
             0, config.num_classes, (batch, *(p // s for p, s in zip(patch, scale))), generator=gen
@@ -221,22 +225,30 @@ class MeasuredStepTimer:
     trainer): a small network's step is mostly short operations, where waking the other
     threads costs more than they add (thigh phantom 2d, 8-128 features, patch 64x80: 0.015 s
     with one thread, 0.038 s with two under ``OMP_WAIT_POLICY=PASSIVE``; a 32-320 network at
-    128x128: 0.15 vs 0.18 s the other way round)."""
+    128x128: 0.15 vs 0.18 s the other way round). Then, with the faster thread count, in the
+    channels-last layout too (:meth:`channels_last`, the plan's ``channels_last``): faster for
+    narrow networks, slower for wide ones (:func:`autoseg.networks.precision.memory_format`)."""
 
     def __init__(self, device: str = "cpu", max_seconds: float | None = None):
         self.device = device
         self.max_seconds = max_seconds
         self.cache: dict[tuple[str, tuple[int, ...], int], float] = {}
         self._threads: dict[tuple[str, tuple[int, ...], int], int] = {}  # CPU measurements
+        self._layout: dict[tuple[str, tuple[int, ...], int], bool] = {}  # CPU measurements
 
     def __call__(self, arch: dict[str, Any], patch: tuple[int, ...], batch: int) -> float:
         key = _timer_key(arch, patch, batch)
         if key not in self.cache:
             import torch
 
-            def timed() -> float:
+            def timed(channels_last: bool = False) -> float:
                 return measure_step_seconds(
-                    arch, patch, batch, device=self.device, max_seconds=self.max_seconds
+                    arch,
+                    patch,
+                    batch,
+                    device=self.device,
+                    max_seconds=self.max_seconds,
+                    channels_last=channels_last,
                 )
 
             self.cache[key] = timed()
@@ -251,7 +263,20 @@ class MeasuredStepTimer:
                     if one <= self.cache[key]:
                         self.cache[key], threads = one, 1
                 self._threads[key] = threads
+                before = torch.get_num_threads()
+                torch.set_num_threads(threads)
+                try:
+                    last = timed(channels_last=True)
+                finally:
+                    torch.set_num_threads(before)
+                self._layout[key] = last < self.cache[key]
+                self.cache[key] = min(last, self.cache[key])
         return self.cache[key]
+
+    def channels_last(self, arch: dict[str, Any], patch: Sequence[int], batch: int) -> bool | None:
+        """Whether the measured CPU step was faster in the channels-last layout (None: not
+        measured here, or not on a CPU)."""
+        return self._layout.get(_timer_key(arch, patch, batch))
 
     def threads(self, arch: dict[str, Any], patch: Sequence[int], batch: int) -> int | None:
         """The torch thread count a measured CPU step was fastest with (None: not measured

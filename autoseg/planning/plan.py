@@ -345,6 +345,7 @@ class ConfigurationSchedule:
     (:func:`autoseg.planning.schedule.optimizer_rule`); ``sgd`` is nnU-Net's (Nesterov momentum
     0.99). ``cpu_threads``: the torch thread count the step was fastest with on the planning
     CPU, which the trainer then uses (None: the process's own setting; always None on a GPU).
+    ``channels_last``: whether the step was faster in the channels-last layout there.
     Plans written before these fields existed read as SGD at 0.01 with no thread setting."""
 
     epochs: int
@@ -354,10 +355,11 @@ class ConfigurationSchedule:
     initial_lr: float = SGD_LR
     weight_decay: float = SGD_WEIGHT_DECAY
     cpu_threads: int | None = None
+    channels_last: bool = False
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> ConfigurationSchedule:
-        optional = ("optimizer", "initial_lr", "weight_decay", "cpu_threads")
+        optional = ("optimizer", "initial_lr", "weight_decay", "cpu_threads", "channels_last")
         d = _obj(d, where, _keys(cls), optional=optional)
         threads = d.get("cpu_threads")
         return cls(
@@ -372,6 +374,7 @@ class ConfigurationSchedule:
                 d.get("weight_decay", SGD_WEIGHT_DECAY), f"{where}.weight_decay", lo=0.0
             ),
             cpu_threads=None if threads is None else _int(threads, f"{where}.cpu_threads", 1),
+            channels_last=_bool(d.get("channels_last", False), f"{where}.channels_last"),
         )
 
 

@@ -463,6 +463,12 @@ def _with_time_fit(
         why["cpu_threads"] = (
             f"budget.MeasuredStepTimer: the step was fastest with {threads} torch thread(s)"
         )
+    layout_of = getattr(timer, "channels_last", None)
+    channels_last = bool(layout_of(c.architecture, c.patch, c.batch)) if layout_of else False
+    if layout_of is not None and layout_of(c.architecture, c.patch, c.batch) is not None:
+        why["channels_last"] = "budget.MeasuredStepTimer: the step was faster " + (
+            "in the channels-last layout" if channels_last else "in the default layout"
+        )
     return replace(
         config,
         **changes,
@@ -475,6 +481,7 @@ def _with_time_fit(
             initial_lr=optimizer.initial_lr,
             weight_decay=optimizer.weight_decay,
             cpu_threads=threads,
+            channels_last=channels_last,
         ),
         why=why,
     )

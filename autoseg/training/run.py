@@ -86,6 +86,7 @@ def options_from_plan(plan: Any, config: str | None = None, **overrides: Any) ->
         opts.initial_lr = schedule.initial_lr
         opts.weight_decay = schedule.weight_decay
         opts.cpu_threads = schedule.cpu_threads
+        opts.channels_last = schedule.channels_last
     for k, v in overrides.items():
         if not hasattr(opts, k):
             raise TypeError(f"unknown training option {k!r}")

@@ -87,6 +87,7 @@ class TrainOptions:
     warmup_iterations: int = 0  # linear learning-rate warm-up from 0 over these iterations
     lr_per_iteration: bool = False  # poly decay every iteration (True) or every epoch
     weight_ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
+    channels_last: bool = False  # the channels-last layout (the plan's, when it was faster)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -215,7 +216,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
         seed_everything(epoch_seed(options.seed, fold, -1))  # same initial weights everywhere
+        from autoseg.networks.precision import memory_format
+
+        self.layout = memory_format(len(setup.patch_size), options.channels_last)
         self.network: nn.Module = build_network(setup.arch).to(self.device)
+        self.network = self.network.to(memory_format=self.layout)
         self.model: nn.Module = self.network
         if self.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -308,6 +313,7 @@ class Trainer:
 
     def train_step(self, batch: dict) -> float:
         data = torch.as_tensor(batch["data"]).float().to(self.device, non_blocking=True)
+        data = data.contiguous(memory_format=self.layout)
         target = torch.as_tensor(batch["target"]).long().to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
