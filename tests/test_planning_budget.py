@@ -292,6 +292,10 @@ def _size(c):
     return (c.batch_size, c.architecture["features_per_stage"][0], math.prod(c.patch_size))
 
 
+def _iterations(c):
+    return c.schedule.epochs * c.schedule.iterations_per_epoch
+
+
 def _rung_key(plan, c):
     """Non-increasing down the time ladder (batch, coarser grids, widths, patch): a larger
     budget stops on an earlier rung, i.e. a key at least as large."""
@@ -374,8 +378,11 @@ def test_random_3d_budget_plans(shape, spacing, fraction, extent_share, budget_s
                 _rung_key(plan, plan.configurations[best]),
             )
             assert grown[0] > grown[1], best
-        else:
-            assert top_big < top_small
+        elif top_big > top_small:
+            # a configuration that reaches TARGET_ITERATIONS replaces a more preferred one
+            # that could not (below the target, iterations come before the keep order)
+            assert all(_iterations(c) >= bd.TARGET_ITERATIONS for c in kept_configs(bigger))
+            assert any(_iterations(c) < bd.TARGET_ITERATIONS for c in kept_configs(plan))
     if small == big:
         for name, c in plan.configurations.items():
             d = bigger.configurations[name]
@@ -394,8 +401,14 @@ def test_tiny_budget_does_not_keep_a_shrunken_3d_over_a_full_2d():
     budget_s=st.floats(30.0, 1e6),
     speed=st.sampled_from([1.0, 10.0, 100.0]),
     shape=st.tuples(st.integers(64, 700), st.integers(64, 700)),
+    width=st.one_of(st.none(), st.floats(4.0, 200.0)),
 )
-def test_2d_budget_is_monotone(budget_s, speed, shape):
+def test_2d_budget_is_monotone(budget_s, speed, shape, width):
+    # width: how many pixels the structure spans, which sets how coarse a grid it survives
+    # (round-trip Dice ~ 1 - 0.2 f / width); None: a fingerprint without the statistic
+    coarsening = None
+    if width is not None:
+        coarsening = {"1": {f"{f:g}": max(0.0, 1 - 0.2 * f / width) for f in bd_factors()}}
     fp = synthetic_fingerprint(
         "951_Random2D",
         list(shape),
@@ -404,21 +417,34 @@ def test_2d_budget_is_monotone(budget_s, speed, shape):
         modality="ultrasound",
         foreground_fraction={"1": 0.01},
         foreground_extent_mm={"1": [shape[0] / 8, shape[1] / 6]},
+        coarsening_dice=coarsening,
     )
     timer = fake_timer(speed)
-    sizes = []
+    plans = []
     for b in (budget_s, 3 * budget_s):
         try:
             plan = _plan(fp, time_budget_s=b, step_timer=timer)
         except AutosegError:
-            sizes.append(None)
+            plans.append(None)
             continue
         _check_budget_plan(plan, b, timer)
-        warned = "time_budget_warning" in plan.why
-        sizes.append(None if warned else _size(plan.configurations["2d"]))
-    if sizes[0] is not None:
-        assert sizes[1] is not None
-        assert all(x <= y for x, y in zip(sizes[0], sizes[1]))
+        plans.append(None if "time_budget_warning" in plan.why else plan)
+    small, big = plans
+    if small is None:
+        return
+    assert big is not None
+    # more budget: five folds instead of one split (each fold at the target), or the same
+    # folds and a rung at least as early on the ladder
+    assert not (small.schedule.folds is None and big.schedule.folds is not None)
+    if small.schedule.folds == big.schedule.folds:
+        a, b = small.configurations["2d"], big.configurations["2d"]
+        assert _rung_key(small, a) <= _rung_key(big, b)
+
+
+def bd_factors():
+    from autoseg.planning.resolution import FACTORS
+
+    return FACTORS
 
 
 def test_huge_budget_on_a_fast_device_keeps_the_memory_plan():
