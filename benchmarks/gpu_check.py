@@ -301,9 +301,22 @@ def measure_training_step(plan: Any, config: str, work: Path) -> Check:
 
 
 def step_memory(out: Path) -> list[Check]:
+    """One check per configuration; one that fails to run (out of memory, say) is a failed
+    check with the error, and the others still run."""
+    import torch
+
     plan = _golden_plan()
+    checks = []
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        return [measure_training_step(plan, c, Path(tmp)) for c in MEMORY_CONFIGS]
+        for config in MEMORY_CONFIGS:
+            try:
+                checks.append(measure_training_step(plan, config, Path(tmp)))
+            except Exception as err:  # out of memory, say: this check fails, the next runs
+                name = f"memory estimate {config}"
+                why = f"{type(err).__name__}: {str(err)[:300]}"
+                checks.append(Check(name, "failed", "–", TARGETS["memory"], why))
+                torch.cuda.empty_cache()
+    return checks
 
 
 def step_predict(out: Path) -> list[Check]:

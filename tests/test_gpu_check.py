@@ -178,3 +178,15 @@ def test_a_step_that_crashes_is_a_failed_check_with_its_log(tmp_path, capsys):
         "exit status 1" in check.detail and str(tmp_path / "logs" / "predict.log") in check.detail
     )
     assert "Traceback" in (tmp_path / "logs" / "predict.log").read_text()
+
+
+def test_a_configuration_that_fails_to_run_fails_alone(monkeypatch):
+    def measure(plan, config, work):
+        if config == "3d_fullres":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return gc.memory_verdict(config, "320x320 batch 48", 1000, 1000, 0.1)
+
+    monkeypatch.setattr(gc, "measure_training_step", measure)
+    three_d, two_d = gc.step_memory(Path("unused"))
+    assert three_d.status == "failed" and "RuntimeError: CUDA out of memory" in three_d.detail
+    assert two_d.status == "passed"
