@@ -87,8 +87,8 @@ class Check:
 
     name: str
     status: str  # one of STATUSES
-    figure: str = "–"
-    target: str = "–"
+    figure: str = "-"
+    target: str = "-"
     detail: str = ""
 
     def __post_init__(self) -> None:
@@ -206,12 +206,12 @@ def bench_checks(statuses: Sequence[Any], figures: Sequence[dict[str, Any]]) -> 
         status = {"ok": "passed", "skipped": "skipped"}.get(s.status, "failed")
         figure = "; ".join(ratios[:3]) + (f" (+{len(ratios) - 3})" if len(ratios) > 3 else "")
         name = f"bench {s.name} (quick, vs nnU-Net)"
-        checks.append(Check(name, status, figure or "–", TARGETS["bench"], s.message))
+        checks.append(Check(name, status, figure or "-", TARGETS["bench"], s.message))
     return checks
 
 
 def bench_skipped(reason: str) -> Check:
-    return Check("bench (quick, vs nnU-Net)", "skipped", "–", TARGETS["bench"], reason)
+    return Check("bench (quick, vs nnU-Net)", "skipped", "-", TARGETS["bench"], reason)
 
 
 def format_summary(checks: Sequence[Check], header: str, seconds: float, budget: float) -> str:
@@ -221,7 +221,7 @@ def format_summary(checks: Sequence[Check], header: str, seconds: float, budget:
     for c in checks:
         rows.append((c.name, "FAILED" if c.status == "failed" else c.status, c.figure, c.target))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["", "=" * 78, f"GPU check summary — {header}"]
+    lines = ["", "=" * 78, f"GPU check summary: {header}"]
     lines.append(f"{seconds:.0f} s of the {budget:.0f} s budget")
     for r in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r[:3], widths)) + "  " + r[3])
@@ -314,7 +314,7 @@ def step_memory(out: Path) -> list[Check]:
             except Exception as err:  # out of memory, say: this check fails, the next runs
                 name = f"memory estimate {config}"
                 why = f"{type(err).__name__}: {str(err)[:300]}"
-                checks.append(Check(name, "failed", "–", TARGETS["memory"], why))
+                checks.append(Check(name, "failed", "-", TARGETS["memory"], why))
                 torch.cuda.empty_cache()
     return checks
 
@@ -416,7 +416,7 @@ def run_step_process(step: str, out: Path, timeout: float) -> list[Check]:
     if rc == 0 and result.is_file():
         return [Check(**c) for c in json.loads(result.read_text(encoding="utf-8"))]
     why = f"timed out after {timeout:.0f} s" if rc == -9 else f"exit status {rc}"
-    return [Check(step, "failed", "–", TARGETS[step], f"{why}; {_tail(log)}; log: {log}")]
+    return [Check(step, "failed", "-", TARGETS[step], f"{why}; {_tail(log)}; log: {log}")]
 
 
 def _cuda_header() -> tuple[str | None, str]:
@@ -462,12 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout = step_timeout(step, remaining)
         if timeout is None:
             why = f"only {remaining:.0f} s of the budget left"
-            checks.append(Check(step, "skipped", "–", TARGETS[step], why))
+            checks.append(Check(step, "skipped", "-", TARGETS[step], why))
             continue
         print(f"\n=== [{i}/{len(steps)}] {step} (at most {timeout:.0f} s)", flush=True)
         checks += run_step_process(step, args.out, timeout)
     summary = format_summary(checks, header, time.perf_counter() - t0, args.budget)
-    print(summary)
+    try:
+        print(summary)
+    except UnicodeEncodeError:  # a log tail in a detail, on an ASCII console
+        print(summary.encode("ascii", "replace").decode("ascii"))
     (args.out / "summary.txt").write_text(summary.lstrip() + "\n", encoding="utf-8")
     return exit_status(checks)
 

@@ -64,7 +64,7 @@ def test_a_budget_too_small_skips_every_step_and_the_summary_says_so(tmp_path, m
     assert rc == 0 and started == []
     assert "overall: passed (0 passed, 0 failed, 2 skipped)" in text
     assert "only 5 s of the budget left" in text
-    assert (tmp_path / "summary.txt").read_text().startswith("=" * 78)
+    assert (tmp_path / "summary.txt").read_text(encoding="utf-8").startswith("=" * 78)
 
 
 def test_steps_run_in_order_and_one_failure_fails_the_run(tmp_path, monkeypatch, capsys):
@@ -100,6 +100,7 @@ def test_summary_has_one_row_per_check_with_status_figure_and_target():
         gc.Check("bench (quick, vs nnU-Net)", "skipped", detail=".venv-bench absent"),
     ]
     text = gc.format_summary(checks, "H100", 123.4, 480)
+    assert text.isascii()  # printable on any console
     lines = text.splitlines()
     assert "123 s of the 480 s budget" in text
     head = next(i for i, line in enumerate(lines) if line.startswith("check"))
@@ -165,7 +166,7 @@ def test_bench_checks_show_each_scripts_ratios():
     ]
     training, inference = gc.bench_checks(statuses, figures)
     assert training.status == "passed" and training.figure == "iterations/s 1.5 (met)"
-    assert inference.status == "failed" and inference.figure == "–"  # stale figures not shown
+    assert inference.status == "failed" and inference.figure == "-"  # stale figures not shown
     assert "exit status 1" in inference.detail
 
 
