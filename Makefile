@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_ROOT ?= autoseg_data/demo
 
-.PHONY: demo test lint format install clean bench bench-quick bench-venv chromium
+.PHONY: demo test lint format install clean bench bench-quick bench-venv chromium gpu-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,13 @@ bench: $(STAMP) bench-venv
 
 bench-quick: $(STAMP) bench-venv
 	$(BIN)/python benchmarks/run_all.py --quick $(BENCH_ARGS)
+
+# Every GPU check in one call, one summary (benchmarks/gpu_check.py); no CUDA: one line, exit 2.
+# GPU_CHECK_ARGS, e.g.: --skip bench --out DIR
+GPU_CHECK_ARGS ?=
+
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix autoseg tests benchmarks
