@@ -796,6 +796,8 @@ class ConfigFit:
             if self.search.index == 0
             else f"shrunk to rung {self.search.index} ({self.candidate.describe()})"
         )
+        if self.candidate.tier == LAST:
+            verdict += ", a patch chosen below the context floor"
         return (
             f"{head} -> {verdict}: {_s(self.step_s)}/iteration measured + "
             f"{_s(s.iteration_s - self.step_s)} loader and its workers -> {s.epochs} epochs x "
