@@ -1,0 +1,373 @@
+"""What a time budget buys a user: test Dice after ``plan-and-train --time-budget B`` + ``predict``.
+
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/budget_curve.py \\
+        [--dataset usgra_seg phantom_mri3d] [--budgets 5m 10m 25m 60m 120m] \\
+        [--variants autoseg] [--ablation] [--cpus 1] [--threads 1] [--work DIR] [--json PATH]
+
+Each point is what a user runs, in a process of its own pinned to ``--cpus``: ``autoseg
+plan-and-train DATASET --time-budget B`` from a converted dataset with no plan (fingerprint,
+plan, preprocess, train, find-best: the wall clock of all of it is recorded and held against
+B), then ``autoseg predict`` on images no training or selection decision saw, scored against
+their masks:
+
+* ``usgra_seg``: the 40 images of ``../shared/data/usgra_seg/dataset/test`` (``imagesTs`` /
+  ``labelsTs`` after ``convert``); nerve Dice, vessel Dice and nerve failures (Dice < 0.5)
+  per image, averaged;
+* ``phantom_mri3d``: the thigh phantom (20 training cases, ``generate_phantom('mri3d',
+  seed=1)``) and 8 held-back cases of other subjects (seed 2); nerve Dice.
+
+Beside each test figure the run's own estimate (``inference.json``: the hold-out or the
+cross-validation Dice) is recorded, so the two can be compared. ``--budgets`` beyond
+``--max-budget-phantom`` (default 60m) are run on usgra-seg only.
+
+``--ablation`` adds, at 25 min on usgra-seg, the same run with one lever of issue 15 turned off
+at a time, in-process, through the product's own code (``VARIANTS``): ``five_folds`` (the budget
+always split over 5-fold cross-validation), ``full_resolution`` (no coarser grid), ``float32``
+(no bfloat16), and ``before`` (all of these off and the ladder stopping at 1000 iterations, as
+autoseg planned before issue 15).
+
+Resumable: a point whose ``record.json`` exists under ``--work`` (default
+``autoseg_data/budget_curve``) is not run again. Results go to ``--json`` (default
+``benchmarks/results/budget_curve.json``, the shared shape of ``benchmarks/results.py``; the
+nnU-Net column is empty — its comparison is ``bench_accuracy.py``) and a chart of the curves to
+``--plot`` (default ``documentation/figures/budget_curve.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from accuracy_cv import DATASETS, missing_source, prepare  # noqa: E402
+from results import Result, math_threads_env, parse_cpus, write_results  # noqa: E402
+
+DEFAULT_BUDGETS = ("5m", "10m", "25m", "60m", "120m")
+ABLATION_BUDGET = "25m"
+FAILURE_DICE = 0.5  # a nerve found with Dice below this counts as a failure (issue 15)
+PHANTOM_HELD_OUT = 8
+
+
+# --------------------------------------------------------------------------- the levers
+def _five_folds() -> None:
+    """The budget always goes to a 5-fold cross-validation (the ladder's target is kept)."""
+    from autoseg.planning import budget as bd
+
+    bd.budget_passes = lambda: [
+        (bd.N_FOLDS, bd.TARGET_ITERATIONS, False, False),
+        (bd.N_FOLDS, bd.MIN_ITERATIONS, False, False),
+        (bd.N_FOLDS, bd.MIN_ITERATIONS, True, False),
+    ]
+
+
+def _full_resolution() -> None:
+    """No coarser grid: the resolution rule offers no factor."""
+    from autoseg.planning import resolution
+
+    resolution.FACTORS = ()
+
+
+def _float32() -> None:
+    """Training and inference in float32 (as on a CPU without bfloat16 in hardware)."""
+    from autoseg.networks import precision
+
+    precision.cpu_has_native_bf16 = lambda: False
+
+
+def _before() -> None:
+    """All of the above, and the ladder stops at the first rung reaching 1000 iterations."""
+    from autoseg.planning import budget as bd
+
+    _five_folds()
+    _full_resolution()
+    _float32()
+    bd.TARGET_ITERATIONS = bd.MIN_ITERATIONS
+
+
+VARIANTS: dict[str, Callable[[], None]] = {
+    "autoseg": lambda: None,
+    "five_folds": _five_folds,
+    "full_resolution": _full_resolution,
+    "float32": _float32,
+    "before": _before,
+}
+
+
+# --------------------------------------------------------------------------- scoring
+def dice(pred: Any, ref: Any) -> float:
+    """Dice of two boolean masks; 1 when both are empty."""
+    denom = int(pred.sum()) + int(ref.sum())
+    return 1.0 if denom == 0 else 2.0 * int((pred & ref).sum()) / denom
+
+
+def score_folder(pred_dir: Path, ref_dir: Path, labels: Sequence[int]) -> dict[str, Any]:
+    """Per-case Dice of each label, their means and the label-1 failures (Dice < 0.5)."""
+    from autoseg.io import read_image
+    from autoseg.io.image import split_extension
+
+    per_case: dict[str, dict[str, float]] = {}
+    for ref_path in sorted(ref_dir.iterdir()):
+        stem, ext = split_extension(ref_path.name)
+        pred_path = pred_dir / f"{stem}{ext}"
+        if not pred_path.is_file():
+            raise SystemExit(f"{pred_path}: no prediction for {ref_path.name}")
+        pred, ref = read_image(pred_path).array, read_image(ref_path).array
+        per_case[stem] = {str(k): dice(pred == k, ref == k) for k in labels}
+    means = {str(k): statistics.fmean(c[str(k)] for c in per_case.values()) for k in labels}
+    failures = sum(c[str(labels[0])] < FAILURE_DICE for c in per_case.values())
+    return {"mean": means, "failures": failures, "n": len(per_case), "cases": per_case}
+
+
+def phantom_held_out(work: Path) -> tuple[Path, Path]:
+    """Held-back thigh phantoms (seed 2: other subjects), images and masks in two folders."""
+    from autoseg.io.image import split_extension
+    from autoseg.phantoms import generate_phantom
+
+    images, masks = work / "held_out" / "images", work / "held_out" / "masks"
+    if images.is_dir() and any(images.iterdir()):
+        return images, masks
+    src = work / "held_out" / "source"
+    generate_phantom("mri3d", src, PHANTOM_HELD_OUT, seed=2, overwrite=True, progress=False)
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        stem, ext = split_extension(f.name)
+        if stem.endswith("_mask"):
+            shutil.copy2(f, masks / f"{stem[: -len('_mask')]}{ext}")
+        elif ext:
+            shutil.copy2(f, images / f.name)
+    return images, masks
+
+
+# --------------------------------------------------------------------------- one point
+def run_point(dataset: str, budget: str, variant: str, root: Path, source: Path) -> dict:
+    """In this process: the variant's lever, ``plan-and-train``, ``predict``, the scores."""
+    VARIANTS[variant]()
+    from autoseg.cli import main as autoseg_main
+    from autoseg.paths import raw_dir
+    from autoseg.planning.schedule import parse_duration
+
+    folder = prepare(dataset, source)
+    raw = raw_dir(root) / folder
+    if not raw.exists():
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(raw_dir(source) / folder, raw)
+    os.environ["AUTOSEG_ROOT"] = str(root)
+    budget_s = parse_duration(budget)
+    started = time.perf_counter()
+    rc = autoseg_main(["plan-and-train", folder, "--time-budget", budget])
+    wall_s = time.perf_counter() - started
+    if rc != 0:
+        raise SystemExit(f"plan-and-train failed (exit {rc})")
+    if dataset == "usgra_seg":
+        images, masks, labels = raw / "imagesTs", raw / "labelsTs", [1, 2]
+    else:
+        images, masks = phantom_held_out(source)
+        labels = [1]
+    out = root / "test_predictions"
+    rc = autoseg_main(["predict", "-i", str(images), "-o", str(out), "-d", folder])
+    if rc != 0:
+        raise SystemExit(f"predict failed (exit {rc})")
+    scores = score_folder(out, masks, labels)
+    inference = json.loads((root / "results" / folder / "inference.json").read_text())
+    plan = json.loads((root / "preprocessed" / folder / "plans.json").read_text())
+    return {
+        "dataset": dataset,
+        "budget": budget,
+        "budget_s": budget_s,
+        "variant": variant,
+        "wall_s": round(wall_s, 1),
+        "test": scores,
+        "estimate": {
+            "dice": inference.get("cv_dice"),
+            "dice_postprocessed": inference.get("cv_dice_postprocessed"),
+            "per_label": inference.get("cv_dice_per_label_postprocessed"),
+            "kind": (inference.get("estimate") or {}).get("text"),
+        },
+        "chosen": inference.get("chosen"),
+        "plan": {
+            name: {
+                "spacing": c["spacing"],
+                "patch": c["patch_size"],
+                "batch": c["batch_size"],
+                "features": [c["architecture"]["features_per_stage"][i] for i in (0, -1)],
+                "iterations": c["schedule"]["epochs"] * c["schedule"]["iterations_per_epoch"],
+                "optimizer": c["schedule"].get("optimizer"),
+            }
+            for name, c in plan["configurations"].items()
+        },
+        "folds": plan["schedule"].get("folds"),
+    }
+
+
+# --------------------------------------------------------------------------- the driver
+def points(datasets: Sequence[str], budgets: Sequence[str], phantom_max_s: float, ablation: bool):
+    """(dataset, budget, variant) to run, cheapest first."""
+    from autoseg.planning.schedule import parse_duration
+
+    out = []
+    for b in sorted(budgets, key=parse_duration):
+        for d in datasets:
+            if d != "usgra_seg" and parse_duration(b) > phantom_max_s:
+                continue
+            out.append((d, b, "autoseg"))
+    if ablation and "usgra_seg" in datasets:
+        out += [("usgra_seg", ABLATION_BUDGET, v) for v in VARIANTS if v != "autoseg"]
+    return out
+
+
+def summarize(records: Sequence[dict]) -> list[Result]:
+    """One result row per point and figure (autoseg only: nnU-Net is bench_accuracy's)."""
+    rows = []
+    for r in records:
+        tag = f"{r['dataset']} {r['budget']} {r['variant']}"
+        means = r["test"]["mean"]
+        rows.append(Result(f"{tag}: nerve Dice (test)", "Dice", "", means["1"], None, "higher"))
+        if "2" in means:
+            rows.append(
+                Result(f"{tag}: vessel Dice (test)", "Dice", "", means["2"], None, "higher")
+            )
+            rows.append(
+                Result(
+                    f"{tag}: nerve failures (test)",
+                    "cases with Dice < 0.5",
+                    "cases",
+                    float(r["test"]["failures"]),
+                    None,
+                    "lower",
+                )
+            )
+        rows.append(
+            Result(
+                f"{tag}: whole run / budget",
+                "wall clock share",
+                "",
+                r["wall_s"] / r["budget_s"],
+                None,
+                "lower",
+                target=None,
+                note=f"estimate {r['estimate']['kind']}: {r['estimate']['dice']}",
+            )
+        )
+    return rows
+
+
+def plot(records: Sequence[dict], path: Path) -> None:
+    """Test Dice against the budget (log scale), one line per dataset and label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    curves = {}
+    for r in records:
+        if r["variant"] != "autoseg":
+            continue
+        for label, name in (("1", "nerve"), ("2", "vessel")):
+            if label in r["test"]["mean"]:
+                key = f"{r['dataset']} {name}"
+                curves.setdefault(key, []).append((r["budget_s"] / 60, r["test"]["mean"][label]))
+        key = f"{r['dataset']} estimate"
+        if r["estimate"]["dice"] is not None:
+            curves.setdefault(key, []).append((r["budget_s"] / 60, r["estimate"]["dice"]))
+    for key, pts in sorted(curves.items()):
+        pts.sort()
+        style = "--" if key.endswith("estimate") else "-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=key)
+    ax.set_xscale("log")
+    ax.set_xlabel("time budget of the whole run (min, one CPU core)")
+    ax.set_ylabel("Dice on images no decision saw")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", nargs="+", default=["usgra_seg", "phantom_mri3d"])
+    parser.add_argument("--budgets", nargs="+", default=list(DEFAULT_BUDGETS))
+    parser.add_argument("--max-budget-phantom", default="60m")
+    parser.add_argument("--ablation", action="store_true")
+    parser.add_argument("--cpus", default=None, help="taskset list for every point, e.g. 1")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=REPO / "autoseg_data" / "budget_curve")
+    parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "budget_curve.json")
+    parser.add_argument(
+        "--plot", type=Path, default=REPO / "documentation" / "figures" / "budget_curve.png"
+    )
+    parser.add_argument("--run", nargs=5, metavar=("DATASET", "BUDGET", "VARIANT", "ROOT", "SRC"))
+    args = parser.parse_args(argv)
+
+    if args.run:  # one point, in its own process
+        dataset, budget, variant, root, source = args.run
+        record = run_point(dataset, budget, variant, Path(root), Path(source))
+        out = Path(root) / "record.json"
+        out.write_text(json.dumps(record, indent=1))
+        print(json.dumps({k: record[k] for k in ("wall_s", "chosen", "folds")}))
+        return 0
+
+    from autoseg.planning.schedule import parse_duration
+
+    work = args.work.resolve()
+    datasets = [d for d in args.dataset if d in DATASETS]
+    for d in list(datasets):
+        if (src := missing_source(d)) is not None:
+            print(f"{d}: skipped, {src} not found (the shared data)")
+            datasets.remove(d)
+    records = []
+    todo = points(datasets, args.budgets, parse_duration(args.max_budget_phantom), args.ablation)
+    for dataset, budget, variant in todo:
+        root = work / dataset / f"{variant}_{budget}"
+        record_path = root / "record.json"
+        if not record_path.is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, __file__, "--run", dataset, budget, variant, str(root)]
+            cmd.append(str(work / dataset / "source"))
+            if args.cpus:
+                cmd = ["taskset", "-c", ",".join(map(str, parse_cpus(args.cpus))), *cmd]
+            env = math_threads_env(dict(os.environ), args.threads)
+            print(f"--- {dataset} {budget} {variant}: {' '.join(cmd)}", flush=True)
+            with open(root / "run.log", "w") as log:
+                proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            if proc.returncode != 0:
+                print(f"    failed (exit {proc.returncode}): see {root / 'run.log'}")
+                continue
+        record = json.loads(record_path.read_text())
+        records.append(record)
+        t = record["test"]
+        print(
+            f"    {dataset} {budget} {variant}: test "
+            + ", ".join(f"label {k} {v:.3f}" for k, v in t["mean"].items())
+            + f", failures {t['failures']}/{t['n']}; estimate {record['estimate']['dice']}; "
+            f"whole run {record['wall_s'] / 60:.1f} min of {record['budget_s'] / 60:g}",
+            flush=True,
+        )
+    if records:
+        write_results(args.json, "budget_curve", summarize(records), extra={"points": records})
+        plot(records, args.plot)
+        print(f"wrote {args.json} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

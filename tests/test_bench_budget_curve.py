@@ -1,0 +1,92 @@
+"""benchmarks/budget_curve.py: which points run, how test images are scored, the levers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import budget_curve as bc  # noqa: E402
+
+
+def test_points_cheapest_first_phantom_capped_ablation_at_25_minutes():
+    pts = bc.points(["usgra_seg", "phantom_mri3d"], ["120m", "5m", "60m"], 3600.0, True)
+    assert pts[:2] == [("usgra_seg", "5m", "autoseg"), ("phantom_mri3d", "5m", "autoseg")]
+    assert ("phantom_mri3d", "120m", "autoseg") not in pts  # beyond the phantom's cap
+    assert ("usgra_seg", "120m", "autoseg") in pts
+    ablation = [p for p in pts if p[2] != "autoseg"]
+    assert {p[2] for p in ablation} == set(bc.VARIANTS) - {"autoseg"}
+    assert all(p[:2] == ("usgra_seg", "25m") for p in ablation)
+    assert bc.points(["phantom_mri3d"], ["5m"], 3600.0, True) == [
+        ("phantom_mri3d", "5m", "autoseg")
+    ]
+
+
+def test_score_folder_dice_per_label_and_failures(tmp_path):
+    from autoseg.io import Geometry, write_image
+
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    g = Geometry.default((8, 8))
+    a = np.zeros((8, 8), np.uint8)
+    a[2:6, 2:6] = 1
+    b = a.copy()
+    b[2:6, 2:4] = 0  # half of the nerve missed: Dice 2/3
+    c = np.zeros((8, 8), np.uint8)
+    c[0, 0] = 2  # a vessel only in the reference, the nerve absent from the prediction
+    for name, p, r in (("one", a, a), ("two", b, a), ("three", c, a)):
+        write_image(pred / f"{name}.png", p, g)
+        write_image(ref / f"{name}.png", r, g)
+    s = bc.score_folder(pred, ref, [1, 2])
+    assert s["n"] == 3 and s["failures"] == 1  # "three": nerve Dice 0
+    assert s["cases"]["two"]["1"] == pytest.approx(2 / 3)
+    assert s["cases"]["one"]["2"] == 1.0  # absent from both
+    assert s["mean"]["1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert s["cases"]["three"]["2"] == 0.0
+
+
+def test_variants_turn_their_lever_off_in_the_product_code(monkeypatch):
+    from autoseg.networks import precision
+    from autoseg.planning import budget as bd
+    from autoseg.planning import resolution
+
+    for module, name in (
+        (bd, "budget_passes"),
+        (bd, "TARGET_ITERATIONS"),
+        (resolution, "FACTORS"),
+        (precision, "cpu_has_native_bf16"),
+    ):
+        monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
+    bc.VARIANTS["five_folds"]()
+    assert {p[0] for p in bd.budget_passes()} == {bd.N_FOLDS}
+    bc.VARIANTS["full_resolution"]()
+    assert resolution.coarsest_factor({"1": {"2": {"mean": 1.0, "p10": 1.0}}}, ["1"])[0] == 1.0
+    bc.VARIANTS["float32"]()
+    assert precision.autocast_dtype("cpu") is None
+    bc.VARIANTS["before"]()
+    assert bd.TARGET_ITERATIONS == bd.MIN_ITERATIONS
+
+
+def test_summary_rows_and_plot(tmp_path):
+    record = {
+        "dataset": "usgra_seg",
+        "budget": "25m",
+        "budget_s": 1500.0,
+        "variant": "autoseg",
+        "wall_s": 1400.0,
+        "test": {"mean": {"1": 0.6, "2": 0.8}, "failures": 7, "n": 40},
+        "estimate": {"dice": 0.62, "kind": "hold-out"},
+    }
+    rows = bc.summarize([record])
+    assert [r.autoseg for r in rows] == [0.6, 0.8, 7.0, pytest.approx(1400 / 1500)]
+    bc.plot([record, {**record, "budget": "5m", "budget_s": 300.0}], tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    json.dumps([r.to_dict() for r in rows])
