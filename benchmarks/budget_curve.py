@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/budget_curve.py \\
         [--dataset usgra_seg phantom_mri3d] [--budgets 5m 10m 25m 60m 120m] \\
-        [--variants autoseg] [--ablation] [--cpus 1] [--threads 1] [--work DIR] [--json PATH]
+        [--no-ablation] [--cpus 1] [--threads 1] [--work DIR] [--json PATH]
 
 Each point is what a user runs, in a process of its own pinned to ``--cpus``: ``autoseg
 plan-and-train DATASET --time-budget B`` from a converted dataset with no plan (fingerprint,
@@ -20,11 +20,11 @@ Beside each test figure the run's own estimate (``inference.json``: the hold-out
 cross-validation Dice) is recorded, so the two can be compared. ``--budgets`` beyond
 ``--max-budget-phantom`` (default 60m) are run on usgra-seg only.
 
-``--ablation`` adds, at 25 min on usgra-seg, the same run with one lever of issue 15 turned off
-at a time, in-process, through the product's own code (``VARIANTS``): ``five_folds`` (the budget
-always split over 5-fold cross-validation), ``full_resolution`` (no coarser grid), ``float32``
-(no bfloat16), and ``before`` (all of these off and the ladder stopping at 1000 iterations, as
-autoseg planned before issue 15).
+The ablation (unless ``--no-ablation``) adds, at 25 min on usgra-seg, the same run with one
+lever of issue 15 turned off at a time, in-process, through the product's own code
+(``VARIANTS``): ``five_folds`` (the budget always split over 5-fold cross-validation),
+``full_resolution`` (no coarser grid), ``float32`` (no bfloat16), and ``before`` (all of these
+off and the ladder stopping at 1000 iterations, as autoseg planned before issue 15).
 
 Resumable: a point whose ``record.json`` exists under ``--work`` (default
 ``autoseg_data/budget_curve``) is not run again. Results go to ``--json`` (default
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", nargs="+", default=["usgra_seg", "phantom_mri3d"])
     parser.add_argument("--budgets", nargs="+", default=list(DEFAULT_BUDGETS))
     parser.add_argument("--max-budget-phantom", default="60m")
-    parser.add_argument("--ablation", action="store_true")
+    parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--cpus", default=None, help="taskset list for every point, e.g. 1")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=REPO / "autoseg_data" / "budget_curve")

@@ -5,7 +5,9 @@
         [--collect-only]
 
 Runs ``benchmarks/bench_<name>.py`` for fingerprint, preprocess, dataloader, training,
-inference and accuracy (in that order; ``--only`` picks some), each in its own process under
+inference and accuracy, then ``benchmarks/budget_curve.py`` (test Dice per time budget, with
+its ablation: hours of one core) — in that order; ``--only`` picks some — each in its own
+process under
 ``.venv/bin/python`` (``--python``) with ``--json <out>/<name>.json``, its output shown and
 kept in ``<out>/logs/<name>.log``. The accuracy benchmark runs once per dataset (``PER_DATASET``:
 the thigh phantom and usgra-seg, as ``accuracy_<dataset>``; a dataset whose shared data is
@@ -57,7 +59,17 @@ if str(BENCH_DIR) not in sys.path:
 from chart import figure_met, figure_ratio, load_results, plot_ratios  # noqa: E402
 from results import parse_cpus  # noqa: E402
 
-BENCHMARKS = ("fingerprint", "preprocess", "dataloader", "training", "inference", "accuracy")
+BENCHMARKS = (
+    "fingerprint",
+    "preprocess",
+    "dataloader",
+    "training",
+    "inference",
+    "accuracy",
+    "budget_curve",
+)
+# Scripts not named bench_<name>.py
+SCRIPTS = {"budget_curve": "budget_curve.py"}
 RESULTS_DIR = BENCH_DIR / "results"
 AUTOSEG_PYTHON = REPO / ".venv" / "bin" / "python"
 
@@ -103,6 +115,7 @@ QUICK: dict[str, list[tuple[str, ...]]] = {
         ("--fold-budget", "1m"),
         ("--folds", "0"),
     ],
+    "budget_curve": [("--dataset", "phantom_mri3d"), ("--budgets", "2m")],
 }
 
 
@@ -274,7 +287,7 @@ def run_benchmarks(
     statuses = []
     runs = [(name, run, extra) for name in names for run, extra in runs_of(name, quick)]
     for i, (name, run, extra) in enumerate(runs, 1):
-        script = scripts_dir / f"bench_{name}.py"
+        script = scripts_dir / SCRIPTS.get(name, f"bench_{name}.py")
         head = f"[{i}/{len(runs)}] {run}"
         missing = missing_source(extra[1]) if extra[:1] == ("--dataset",) else None
         if not script.is_file() or missing is not None:
