@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import locale
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -196,7 +198,11 @@ def test_dicom_series_folder(tmp_path):
         }.items():
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{z:03d}.dcm"))
-        writer.Execute(sl)
+        before = locale.setlocale(locale.LC_ALL, None)  # GDCM's writer sets it to "C"
+        try:
+            writer.Execute(sl)
+        finally:
+            locale.setlocale(locale.LC_ALL, before)
     img = read_image(folder)
     np.testing.assert_array_equal(img.array, arr)
     assert img.geometry.spacing == pytest.approx((0.5, 0.5, 2.5))

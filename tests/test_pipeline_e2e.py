@@ -187,7 +187,7 @@ def test_one_training_split_on_a_coarser_grid(tmp_path, monkeypatch):
     assert info["estimate"]["kind"] == "hold_out" and info["estimate"]["n_splits"] == 2
     assert "not a cross-validation" in info["estimate"]["text"]
     assert main(["report", "8", "--no-progress"]) == 0
-    assert "not a cross-validation" in (results / "report.html").read_text()
+    assert "not a cross-validation" in (results / "report.html").read_text(encoding="utf-8")
 
     out = tmp_path / "pred"
     argv = ["predict", "-i", str(held / "images"), "-o", str(out), "-d", "8", "--no-progress"]

@@ -227,7 +227,7 @@ def load_predictor(
                 path=res,
                 fix="run 'autoseg find-best DATASET', or name --config and --folds",
             )
-        info = json.loads(inference_path.read_text())
+        info = json.loads(inference_path.read_text(encoding="utf-8"))
         configs = list(info["configurations"])
         folds = folds if folds is not None else list(info["folds"])
         if postprocess:
@@ -283,7 +283,7 @@ def training_volumes_from_fingerprint(preprocessed: Path) -> list[float]:
     path = preprocessed / "fingerprint.json"
     if not path.is_file():
         return []
-    fp = json.loads(path.read_text())
+    fp = json.loads(path.read_text(encoding="utf-8"))
     volumes = []
     for case in fp.get("cases", []):
         fraction = sum(v for v in case.get("class_voxel_fraction", {}).values() if v)

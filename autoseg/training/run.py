@@ -277,7 +277,7 @@ def validate_fold(
 
         budgeted = plan.schedule.source == "time_budget"
         tta = not budgeted or validation_mirroring(plan.device.type)
-    splits = json.loads((results / "splits.json").read_text())
+    splits = json.loads((results / "splits.json").read_text(encoding="utf-8"))
     val_ids = splits[fold]["val"]
     dev = pick_device(device)
     models = {config: load_fold_models(results / config, config, [fold], device=dev)}
