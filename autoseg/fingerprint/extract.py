@@ -446,7 +446,8 @@ def aggregate(
         "n_components": components,
         "cases_without_foreground": sum(c["foreground_extent_all_mm"] is None for c in cases),
         "intensity": intensity,
-        "coarsening_dice": coarsening,
+        # absent (not null) when unknown, as in fingerprints written before it existed
+        **({} if coarsening is None else {"coarsening_dice": coarsening}),
     }
 
 
