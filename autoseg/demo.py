@@ -15,14 +15,12 @@ Run it with ``python -m autoseg.demo [--budget-3d 4m] [--budget-2d 3m]``; data g
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from autoseg.errors import AutosegError
-from autoseg.io.image import split_extension
 from autoseg.paths import data_root
 from autoseg.phantoms import Mri3dConfig, Us2dConfig
 
@@ -59,30 +57,9 @@ DATASETS = (
 
 def _heldout(ds: DemoDataset, base: Path) -> tuple[Path, Path]:
     """Held-back phantom cases (seed 2: new subjects), images and masks in two folders."""
-    from autoseg.phantoms import generate_phantom
+    from autoseg.phantoms import write_held_out
 
-    src = base / "source" / f"{ds.kind}_heldout"
-    images, masks = base / "heldout" / ds.kind / "images", base / "heldout" / ds.kind / "masks"
-    if images.is_dir() and masks.is_dir() and any(images.iterdir()):
-        return images, masks
-    generate_phantom(
-        ds.kind, src, ds.n_heldout, seed=2, overwrite=True, progress=False, config=ds.config
-    )
-    images.mkdir(parents=True, exist_ok=True)
-    masks.mkdir(parents=True, exist_ok=True)
-    if ds.kind == "us2d":
-        for f in (src / "images").iterdir():
-            shutil.copy2(f, images / f.name)
-        for f in (src / "masks").iterdir():
-            shutil.copy2(f, masks / f.name)
-    else:
-        for f in src.iterdir():
-            stem, ext = split_extension(f.name)
-            if stem.endswith("_mask"):
-                shutil.copy2(f, masks / f"{stem[: -len('_mask')]}{ext}")
-            elif ext:
-                shutil.copy2(f, images / f.name)
-    return images, masks
+    return write_held_out(ds.kind, base / "heldout" / ds.kind, ds.n_heldout, 2, ds.config)
 
 
 def training_dataset(ds: DemoDataset, root: str | Path | None = None, progress: bool = True) -> str:

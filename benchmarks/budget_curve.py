@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -135,23 +134,9 @@ def score_folder(pred_dir: Path, ref_dir: Path, labels: Sequence[int]) -> dict[s
 
 def phantom_held_out(work: Path) -> tuple[Path, Path]:
     """Held-back thigh phantoms (seed 2: other subjects), images and masks in two folders."""
-    from autoseg.io.image import split_extension
-    from autoseg.phantoms import generate_phantom
+    from autoseg.phantoms import write_held_out
 
-    images, masks = work / "held_out" / "images", work / "held_out" / "masks"
-    if images.is_dir() and any(images.iterdir()):
-        return images, masks
-    src = work / "held_out" / "source"
-    generate_phantom("mri3d", src, PHANTOM_HELD_OUT, seed=2, overwrite=True, progress=False)
-    images.mkdir(parents=True, exist_ok=True)
-    masks.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        stem, ext = split_extension(f.name)
-        if stem.endswith("_mask"):
-            shutil.copy2(f, masks / f"{stem[: -len('_mask')]}{ext}")
-        elif ext:
-            shutil.copy2(f, images / f.name)
-    return images, masks
+    return write_held_out("mri3d", work / "held_out", PHANTOM_HELD_OUT, 2)
 
 
 # --------------------------------------------------------------------------- one point

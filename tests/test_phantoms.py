@@ -335,3 +335,18 @@ def test_cli_us2d_and_bad_shape(tmp_path, capsys):
     assert "--shape" in capsys.readouterr().err
     assert main(["phantom", "--kind", "mri3d", "--shape", "3,10,10", str(tmp_path / "y")]) == 2
     assert "too small" in capsys.readouterr().err
+
+
+def test_held_out_cases_are_the_phantom_cases_in_an_images_and_a_masks_folder(tmp_path):
+    from autoseg.io import read_image
+    from autoseg.phantoms import Us2dConfig, generate_phantom, write_held_out
+
+    small = Us2dConfig(shape=(48, 64))
+    cases = generate_phantom("us2d", tmp_path / "src", 2, seed=2, config=small, progress=False)
+    images, masks = write_held_out("us2d", tmp_path / "held", 2, 2, small)
+    for case in cases:
+        np.testing.assert_array_equal(read_image(images / f"{case.case_id}.png").array, case.image)
+        np.testing.assert_array_equal(read_image(masks / f"{case.case_id}.png").array, case.mask)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in images.iterdir())
+    assert write_held_out("us2d", tmp_path / "held", 2, 2, small) == (images, masks)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in images.iterdir()) == before

@@ -27,9 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--time-budget",
         default=None,
         metavar="DURATION",
-        help="wall-clock time for training all planned configurations x 5 folds, e.g. 10m, "
-        "8h, 1h30m: training iterations are timed on the device and networks shrunk, "
-        "configurations dropped and epochs set to fit (documentation/planning.md)",
+        help="wall-clock time for training the planned configurations, e.g. 10m, 8h, 1h30m: "
+        "training iterations are timed on the device; grids coarsened, networks shrunk, "
+        "configurations dropped, 5 folds or one training split and epochs chosen to fit "
+        "(documentation/planning.md)",
     )
     p.add_argument(
         "--device",
@@ -102,23 +103,29 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(spacing) -> str:  # noqa: ANN001
+    return "x".join(f"{v:g}" for v in spacing) + " mm"
+
+
 def time_budget_lines(plan) -> list[str]:  # noqa: ANN001 (a Plan; lazy import)
     """Per configuration of a time-budget plan: measured iteration time and schedule."""
     s = plan.schedule
     if s.source != "time_budget" or s.fold_budget_s is None:
         return []
+    folds = "5 folds" if s.folds is None else "one training split (fold 0, its hold-out scored)"
     lines = [
-        f"time budget {s.time_budget_s:g} s: {len(plan.configurations)} configuration(s) x 5 "
-        f"folds, {s.fold_budget_s:g} s per fold ({plan.device.type})"
+        f"time budget {s.time_budget_s:g} s: {len(plan.configurations)} configuration(s) x "
+        f"{folds}, {s.fold_budget_s:g} s per fold ({plan.device.type})"
     ]
     if "time_budget_warning" in plan.why:
         lines.append(plan.why["time_budget_warning"])
     for name, c in plan.configurations.items():
         if c.schedule is None or c.measured_step_s is None:
             continue
+        grid = "" if c.spacing == plan.target_spacing else f" on a {_grid(c.spacing)} grid"
         lines.append(
-            f"  {name}: {c.measured_step_s:.3g} s/iteration measured -> {c.schedule.epochs} "
-            f"epochs x {c.schedule.iterations_per_epoch} iterations "
+            f"  {name}{grid}: {c.measured_step_s:.3g} s/iteration measured -> "
+            f"{c.schedule.epochs} epochs x {c.schedule.iterations_per_epoch} iterations "
             f"(epoch loop <= {c.schedule.train_budget_s:g} s per fold)"
         )
     return lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from autoseg.cli.options import add_loader_workers
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -22,16 +24,15 @@ def register(sub) -> None:
         "--time-budget planned one model on one training split)",
     )
     p.add_argument("--n-folds", type=int, default=5, help="cross-validation folds (default 5)")
-    p.add_argument("--time-budget", help="total training time, e.g. 10m or 8h (fits the plan)")
+    p.add_argument(
+        "--time-budget",
+        help="wall-clock time of the whole run, fingerprint to find-best, e.g. 25m or 8h: the "
+        "plan is fitted to it (a short one trains one model on one split; "
+        "documentation/planning.md)",
+    )
     p.add_argument("--gpu-memory", type=float, help="GPU memory budget in GB")
     p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="data-augmentation processes (default: 2 on a GPU; on a CPU the cores left beside "
-        "the training step, at most 2)",
-    )
+    add_loader_workers(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from autoseg.cli.options import add_loader_workers
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -27,13 +29,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="retrain finished folds")
     p.add_argument("--epochs", type=int, help="override the plan's number of epochs")
     p.add_argument("--iterations", type=int, help="override iterations per epoch")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="data-augmentation processes (default: 2 on a GPU; on a CPU the cores left beside "
-        "the training step, at most 2)",
-    )
+    add_loader_workers(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--deterministic", action="store_true", help="reproducible results (slower on GPU)"

@@ -36,6 +36,7 @@ KINDS = ("mri3d", "us2d")
 DEFAULT_CASES = {"mri3d": MRI3D_DEFAULT_CASES, "us2d": US2D_DEFAULT_CASES}
 
 __all__ = [
+    "write_held_out",
     "CASES_CSV",
     "COHORTS",
     "DEFAULT_CASES",
@@ -93,6 +94,32 @@ def write_case(kind: str, case: PhantomCase, out_dir: str | os.PathLike) -> tupl
     write_image(image_path, case.image, geometry)
     write_image(mask_path, case.mask, geometry)
     return image_path, mask_path
+
+
+def write_held_out(
+    kind: str,
+    out_dir: str | os.PathLike,
+    n_cases: int,
+    seed: int,
+    config: Mri3dConfig | Us2dConfig | None = None,
+) -> tuple[Path, Path]:
+    """Held-back test cases (use a seed other than the training phantom's: other subjects)
+    as ``out_dir/images`` and ``out_dir/masks``, one file of the same name in each — what
+    ``autoseg predict`` reads and ``autoseg evaluate`` scores. Nothing is rewritten when the
+    images are already there; returns the two folders."""
+    _check_kind(kind)
+    images, masks = Path(out_dir) / "images", Path(out_dir) / "masks"
+    if images.is_dir() and any(images.iterdir()):
+        return images, masks
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    cfg = config or default_config(kind)
+    ext = ".nii.gz" if kind == "mri3d" else ".png"
+    for index in range(n_cases):
+        case = make_case(kind, index, check_seed(seed), cfg)
+        write_image(masks / f"{case.case_id}{ext}", case.mask, case.geometry)
+        write_image(images / f"{case.case_id}{ext}", case.image, case.geometry)
+    return images, masks
 
 
 def generate_phantom(
