@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autoseg.training.loss import (
+from autoseg.training.losses import (
     DeepSupervisionLoss,
     DiceCELoss,
     deep_supervision_weights,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def _set(d, dotted: str, value):
         ("configurations.4d", {}, "unknown configuration"),
         ("labels.nerve", 3, "labels"),
         ("device.source", "guess", "device.source"),
-        ("configurations.2d.loss.name", "focal", "loss.name"),
+        ("configurations.2d.loss.name", "dice+focal", "loss.name"),
     ],
 )
 def test_bad_hand_edit_names_the_field(plan, tmp_path, field, value, message):
@@ -171,6 +172,8 @@ def _check(instance, schema, root, where="plan"):
         assert instance == schema["const"], where
     if "enum" in schema:
         assert instance in schema["enum"], f"{where}: {instance!r} not in {schema['enum']}"
+    if "pattern" in schema and isinstance(instance, str):
+        assert re.search(schema["pattern"], instance), f"{where}: {instance!r} does not match"
     if isinstance(instance, (int, float)) and not isinstance(instance, bool):
         if "minimum" in schema:
             assert instance >= schema["minimum"], where

@@ -27,7 +27,10 @@ PLANS_FILE = "plans.json"
 CONFIG_NAMES = ("2d", "2.5d", "3d_fullres", "3d_lowres", "crop")
 NORMALIZATION_SCHEMES = ("zscore", "ct")
 MODALITIES = ("ct", "mri", "ultrasound", "other")
-LOSSES = ("dice_ce",)
+# The planner's loss; plans may name any registered one (autoseg.training.losses), which the
+# trainer checks — the plan stage cannot import the training stage's registry.
+DEFAULT_LOSS = "dice_ce"
+DEFAULT_TRAINER = "default"
 AUGMENTATION_PROFILES = ("2d", "2.5d", "3d", "3d_anisotropic")
 DEVICE_TYPES = ("cuda", "cpu")
 SCHEDULE_SOURCES = ("default", "time_budget", "user")
@@ -121,6 +124,14 @@ def _floats(v: Any, where: str, length: int | None = None) -> list[float]:
     return [
         _float(x, f"{where}[{i}]", positive=True) for i, x in enumerate(_list(v, where, length))
     ]
+
+
+def _name(v: Any, where: str) -> str:
+    """A registry name (letters, digits, '_', '-'); the registry itself checks it exists."""
+    name = _str(v, where)
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise PlanFieldError(where, f"expected a name of letters, digits, '_' or '-', got {v!r}")
+    return name
 
 
 def _why(v: Any, where: str) -> dict[str, str]:
@@ -285,7 +296,7 @@ class Resampling:
 
 @dataclass
 class Loss:
-    """Training loss: ``dice_ce`` = soft Dice + cross-entropy (autoseg.training.loss)."""
+    """Training loss: ``dice_ce`` = soft Dice + cross-entropy (autoseg.training.losses)."""
 
     name: str = "dice_ce"
     batch_dice: bool = True
@@ -296,7 +307,7 @@ class Loss:
     def from_dict(cls, d: Any, where: str) -> Loss:
         d = _obj(d, where, _keys(cls), optional=("batch_dice", "dice_weight", "ce_weight"))
         return cls(
-            name=_str(d["name"], f"{where}.name", LOSSES),
+            name=_name(d["name"], f"{where}.name"),
             batch_dice=_bool(d.get("batch_dice", True), f"{where}.batch_dice"),
             dice_weight=_float(d.get("dice_weight", 1.0), f"{where}.dice_weight", 0.0),
             ce_weight=_float(d.get("ce_weight", 1.0), f"{where}.ce_weight", 0.0),
@@ -388,7 +399,8 @@ class ConfigurationPlan:
     the median (cropped, resampled) image shape at ``spacing`` in the network's axes.
     ``measured_step_s`` and ``schedule`` are set only when the plan was fitted to a time
     budget: the measured seconds of one training iteration on the planning device, and this
-    configuration's own training length.
+    configuration's own training length. ``trainer`` names the registered trainer that trains
+    it (``autoseg.training.trainer.TRAINERS``; written only when not ``default``).
     """
 
     dim: int
@@ -408,6 +420,7 @@ class ConfigurationPlan:
     why: dict[str, str] = field(default_factory=dict)
     measured_step_s: float | None = None
     schedule: ConfigurationSchedule | None = None
+    trainer: str = DEFAULT_TRAINER
 
     @property
     def n_stages(self) -> int:
@@ -426,7 +439,7 @@ class ConfigurationPlan:
             d,
             where,
             _keys(cls),
-            optional=("slice_axis", "crop", "why", "measured_step_s", "schedule"),
+            optional=("slice_axis", "crop", "why", "measured_step_s", "schedule", "trainer"),
         )
         dim = _int(d["dim"], f"{where}.dim", 2)
         if dim not in (2, 3) or dim > data_dim:
@@ -475,6 +488,7 @@ class ConfigurationPlan:
             schedule=None
             if d.get("schedule") is None
             else ConfigurationSchedule.from_dict(d["schedule"], f"{where}.schedule"),
+            trainer=_name(d.get("trainer", DEFAULT_TRAINER), f"{where}.trainer"),
         )
         if plan.oversample_foreground > 1.0:
             raise PlanFieldError(f"{where}.oversample_foreground", "expected a fraction 0..1")
@@ -598,6 +612,8 @@ class Plan:
         _drop_none(d["schedule"], _TIME_BUDGET_SCHEDULE_FIELDS)
         for config in d["configurations"].values():
             _drop_none(config, _TIME_BUDGET_CONFIG_FIELDS)
+            if config.get("trainer") == DEFAULT_TRAINER:
+                del config["trainer"]
         return {"schema_version": version, **d}
 
     @classmethod

@@ -22,7 +22,7 @@ from autoseg.errors import AutosegError, failure_context
 from autoseg.io import list_cases, load_dataset_json, write_image, write_json_atomic
 from autoseg.io.atomic import atomic_path
 from autoseg.training.splits import load_or_create_splits
-from autoseg.training.trainer import FINAL, LATEST, Trainer, TrainOptions, TrainSetup
+from autoseg.training.trainer import FINAL, LATEST, TRAINERS, Trainer, TrainOptions, TrainSetup
 
 
 def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
@@ -64,10 +64,12 @@ def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
         anisotropic=plan.resampling.thick_axis is not None,
         loader_fields=block,
         loss={
+            "name": cfg.loss.name,
             "batch_dice": cfg.loss.batch_dice,
             "dice_weight": cfg.loss.dice_weight,
             "ce_weight": cfg.loss.ce_weight,
         },
+        trainer=cfg.trainer,
     )
 
 
@@ -185,7 +187,7 @@ def train(
 
             shutil.rmtree(fdir)
         if not (fdir / FINAL).is_file():
-            trainer = Trainer(
+            trainer = TRAINERS.get(setup.trainer)(
                 setup, options, splits[fold]["train"], splits[fold]["val"], fdir, fold=fold
             )
             lines = EpochLines.attach(trainer) if progress else None

@@ -34,8 +34,9 @@ from autoseg.errors import AutosegError
 from autoseg.io.atomic import write_json_atomic
 from autoseg.networks import build_network
 from autoseg.planning.plan import SGD_LR, SGD_WEIGHT_DECAY
+from autoseg.registry import Registry
 from autoseg.training.checkpoint import load_checkpoint, save_checkpoint
-from autoseg.training.loss import DeepSupervisionLoss, DiceCELoss, downsample_target
+from autoseg.training.losses import DeepSupervisionLoss, build_loss, downsample_target
 
 LATEST = "checkpoint_latest.pt"
 BEST = "checkpoint_best.pt"
@@ -58,7 +59,8 @@ class TrainSetup:
     augmentation: str = "default"
     anisotropic: bool = False
     loader_fields: dict[str, Any] = field(default_factory=dict)  # the plan's config block
-    loss: dict[str, Any] = field(default_factory=dict)  # batch_dice, dice_weight, ce_weight
+    loss: dict[str, Any] = field(default_factory=dict)  # name, batch_dice, dice_weight, ...
+    trainer: str = "default"  # the registered trainer (TRAINERS) the plan names
 
 
 @dataclass
@@ -170,8 +172,24 @@ def _close(loader: Any) -> None:
         closer()
 
 
+TRAINERS: Registry[type[Trainer]] = Registry(
+    "trainer",
+    packages=("autoseg.training.trainers",),
+    where="plans.json configurations.*.trainer or --trainer",
+)
+register_trainer = TRAINERS.register
+
+
+@register_trainer("default")
 class Trainer:
-    """Trains one fold; holds the model, optimizer and log, and writes everything to out_dir."""
+    """Trains one fold; holds the model, optimizer and log, and writes everything to out_dir.
+
+    Registered as ``default``. A variant subclasses it in one file of
+    ``autoseg/training/trainers/``, decorated ``@register_trainer("name")``, and overrides the
+    hooks it changes — :meth:`build_network`, :meth:`build_loss`, :meth:`build_optimizer`,
+    :meth:`learning_rate`, :meth:`make_loader`, :meth:`validation_step` — and a plan's
+    ``trainer`` field chooses it (documentation/extending.md).
+    """
 
     def __init__(
         self,
@@ -202,7 +220,7 @@ class Trainer:
                 fix="choose a number of processes that divides the planned batch size",
             )
         self.local_batch = setup.batch_size // self.world_size
-        self.loader_factory = loader_factory or default_loader_factory(setup, options.num_workers)
+        self.loader_factory = loader_factory or self.make_loader
         from autoseg.networks.precision import autocast_dtype
 
         # float16 with a gradient scaler on a GPU; bfloat16 (no scaler: same exponent range as
@@ -219,7 +237,7 @@ class Trainer:
         from autoseg.networks.precision import memory_format
 
         self.layout = memory_format(len(setup.patch_size), options.channels_last)
-        self.network: nn.Module = build_network(setup.arch).to(self.device)
+        self.network: nn.Module = self.build_network().to(self.device)
         self.network = self.network.to(memory_format=self.layout)
         self.model: nn.Module = self.network
         if self.world_size > 1:
@@ -228,7 +246,7 @@ class Trainer:
             )
         if options.compile == "on" or (options.compile == "auto" and self.device.type == "cuda"):
             self.model = torch.compile(self.model)
-        self.optimizer = make_optimizer(self.network, options)
+        self.optimizer = self.build_optimizer()
         # An average of the weights over the last ~1/(1 - decay) steps: what is validated,
         # saved as "model" and predicted with; the raw weights keep training.
         self.ema_network: nn.Module | None = None
@@ -238,17 +256,45 @@ class Trainer:
         scales = getattr(self.network, "decoder_scales", lambda: [(1,) * len(setup.patch_size)])()
         self.ds_scales = [tuple(s) for s in scales] if setup.arch.get("deep_supervision") else []
         n_out = max(1, len(self.ds_scales))
-        self.base_loss = DiceCELoss(
-            ce_weight=float(setup.loss.get("ce_weight", 1.0)),
-            dice_weight=float(setup.loss.get("dice_weight", 1.0)),
-            batch_dice=bool(setup.loss.get("batch_dice", True)),
-        )
+        self.base_loss = self.build_loss()
         self.loss = DeepSupervisionLoss(self.base_loss, n_out)
         self.epoch = 0
         self.spent_s = 0.0  # wall time of the epoch loop so far, checkpoints included
         self._last_write_s = 0.0
         self.log: list[dict[str, Any]] = []
         self.best_ema: float = -math.inf
+
+    # ---------------------------------------------------------------- hooks
+    def build_network(self) -> nn.Module:
+        """The network to train: the plan's architecture block (``networks`` registry)."""
+        return build_network(self.setup.arch)
+
+    def build_loss(self) -> nn.Module:
+        """The loss for one output (deep supervision wraps it): the plan's ``loss`` block,
+        ``dice_ce`` unless it names another registered loss (``training/losses``)."""
+        return build_loss(self.setup.loss, self.setup.num_classes)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """nnU-Net's SGD, or AdamW for short schedules (the plan's ``schedule.optimizer``)."""
+        return make_optimizer(self.network, self.options)
+
+    def learning_rate(self, iteration: int) -> float:
+        """The learning rate of ``iteration`` of the current epoch (:attr:`epoch`): the
+        warm-up, then poly decay per iteration (``lr_per_iteration``) or per epoch."""
+        opts = self.options
+        step = self.epoch * opts.iterations_per_epoch + iteration
+        if opts.lr_per_iteration or step < opts.warmup_iterations:
+            total = opts.epochs * opts.iterations_per_epoch
+            return scheduled_lr(opts.initial_lr, step, total, opts.warmup_iterations)
+        return poly_lr(opts.initial_lr, self.epoch, opts.epochs)
+
+    def make_loader(
+        self, case_ids: Sequence[str], augment: bool, seed: int, batch_size: int
+    ) -> Iterator[dict]:
+        """An endless iterator of ``{"data", "target"}`` batches of these cases (``autoseg.data``
+        with the plan's sampling and augmentation)."""
+        make = default_loader_factory(self.setup, self.options.num_workers)
+        return make(case_ids, augment, seed, batch_size)
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -385,7 +431,7 @@ class Trainer:
             start = time.perf_counter()
             seed = epoch_seed(opts.seed, self.fold, self.epoch, self.rank)
             seed_everything(seed)
-            lr = poly_lr(opts.initial_lr, self.epoch, opts.epochs)
+            lr = self.learning_rate(0)
             self._set_lr(lr)
             self.model.train()
             losses = []
@@ -399,8 +445,8 @@ class Trainer:
             )
             try:
                 for it in bar:
-                    if opts.lr_per_iteration or opts.warmup_iterations:
-                        lr = self._lr_at(it)
+                    if it and (opts.lr_per_iteration or opts.warmup_iterations):
+                        lr = self.learning_rate(it)
                         self._set_lr(lr)
                     losses.append(self.train_step(next(loader)))
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -443,16 +489,6 @@ class Trainer:
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-
-    def _lr_at(self, iteration: int) -> float:
-        """The learning rate of iteration ``iteration`` of the current epoch: the warm-up,
-        then poly decay per iteration (``lr_per_iteration``) or per epoch."""
-        opts = self.options
-        step = self.epoch * opts.iterations_per_epoch + iteration
-        if opts.lr_per_iteration or step < opts.warmup_iterations:
-            total = opts.epochs * opts.iterations_per_epoch
-            return scheduled_lr(opts.initial_lr, step, total, opts.warmup_iterations)
-        return poly_lr(opts.initial_lr, self.epoch, opts.epochs)
 
     def refit_epochs(self, spent_s: float) -> int:
         """Fit the number of epochs to the epoch loop's time budget after every epoch.

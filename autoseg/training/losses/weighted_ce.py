@@ -1,0 +1,42 @@
+"""``weighted_ce``: cross-entropy with each class weighted by its inverse frequency.
+
+The weights come from each batch's own label counts, ``w_c = N / (C * n_c)`` over the ``C``
+classes present (a class absent from the batch gets no weight), so a voxel of a class that
+covers 1 % of the batch counts ~100 times a background voxel. Desai et al. found this biased
+towards false positives on knee MRI; documentation/benchmarks.md checks that here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoseg.training.losses import register_loss
+
+
+def inverse_frequency_weights(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``N / (C_present * n_c)`` for the classes present in ``target``, 0 for absent ones."""
+    counts = torch.bincount(target.reshape(-1).long(), minlength=num_classes).float()
+    present = counts > 0
+    weights = torch.zeros(num_classes, device=target.device)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+class WeightedCrossEntropy(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        labels = target[:, 0].long()
+        weights = inverse_frequency_weights(labels, self.num_classes)
+        return F.cross_entropy(logits.float(), labels, weight=weights)
+
+
+@register_loss("weighted_ce")
+def weighted_ce(block: Mapping[str, Any], num_classes: int) -> nn.Module:
+    return WeightedCrossEntropy(num_classes)
