@@ -116,6 +116,7 @@ def plan_and_train(
     from autoseg.planning.planner import run_plan
     from autoseg.preprocessing.preprocess import preprocess_dataset
     from autoseg.training.run import fold_is_done, options_from_plan, parse_folds, train
+    from autoseg.training.timing import trainer_step_measure
 
     started = time.monotonic()
     raw = resolve_dataset(dataset, root)
@@ -134,6 +135,7 @@ def plan_and_train(
             configs=configs,
             time_budget_s=budget,
             progress=progress,
+            step_measure=None if budget is None else trainer_step_measure(),
         )
     plan = load_plan(plan_path)
     names = list(configs) if configs else list(plan.configurations)

@@ -445,6 +445,7 @@ def train_model(kind: Kind, args: argparse.Namespace, work: Path, config: str) -
     from autoseg.planning.plan import load_plan
     from autoseg.planning.planner import run_plan
     from autoseg.training.run import options_from_plan, train
+    from autoseg.training.timing import trainer_step_measure
 
     root = work / "autoseg_root"
     n_train = args.train_cases.get(kind.kind, kind.default_train_cases)
@@ -459,6 +460,7 @@ def train_model(kind: Kind, args: argparse.Namespace, work: Path, config: str) -
         time_budget_s=args.plan_budget,
         device=device,
         progress=False,
+        step_measure=trainer_step_measure(),
     )
     plan = load_plan(plans.parent)
     if config not in plan.configurations:

@@ -526,6 +526,7 @@ def prepare_phantom(ph: Phantom, work: Path, n_cases: int, args: argparse.Namesp
     from autoseg.phantoms import generate_phantom
     from autoseg.planning.planner import run_plan
     from autoseg.training.splits import load_or_create_splits
+    from autoseg.training.timing import trainer_step_measure
 
     root = work / f"{ph.key}_autoseg_plan" / "autoseg"
     if ph.shared is not None:
@@ -554,6 +555,7 @@ def prepare_phantom(ph: Phantom, work: Path, n_cases: int, args: argparse.Namesp
         device=args.device,
         overwrite=True,
         progress=False,
+        step_measure=trainer_step_measure(),
     )
     how = (
         f"time budget {args.time_budget}" if budget is not None else "memory rules, no budget"

@@ -21,6 +21,7 @@ from autoseg.planning import load_plan, plan_dataset, plan_from_dict
 from autoseg.planning.patch import MIN_BATCH, approximate_memory_gb
 from autoseg.planning.synthetic import synthetic_fingerprint
 from autoseg.planning.topology import architecture_block, fit_topology
+from autoseg.training.timing import trainer_step_measure, trainer_step_seconds
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CPU = bd.FoldContext("cpu", n_val_cases=4, image_shape=(160, 160), images_per_case=24)
@@ -556,46 +557,74 @@ def test_plans_without_budget_do_not_change_form():
 def test_real_timer_on_tiny_networks(one_thread):
     small, p_small = _arch([1.0, 1.0], [16, 16], 4)
     large, p_large = _arch([1.0, 1.0], [128, 128], 2)
-    t_small = bd.measure_step_seconds(small, p_small, 2, max_seconds=0.5)
-    t_large = bd.measure_step_seconds(large, p_large, 4, max_seconds=1.0)
+    t_small = trainer_step_seconds(small, p_small, 2, max_seconds=0.5)
+    t_large = trainer_step_seconds(large, p_large, 4, max_seconds=1.0)
     assert 0 < t_small < 1.0
     assert t_large > 2 * t_small  # ~60x the activations
-    timer = bd.MeasuredStepTimer("cpu", max_seconds=0.3)
+    timer = bd.MeasuredStepTimer(trainer_step_measure(), "cpu", max_seconds=0.3)
     assert timer(small, p_small, 2) == timer(small, p_small, 2) and len(timer.cache) == 1
 
 
-def test_real_timer_keeps_the_faster_thread_count_and_restores_the_setting(monkeypatch):
+def test_time_step_takes_the_median_and_counts_a_long_cpu_warm_up_as_the_measurement(
+    monkeypatch,
+):
+    clock = {"t": 0.0}
+    monkeypatch.setattr(bd.time, "perf_counter", lambda: clock["t"])
+
+    def steps(durations):
+        it = iter(durations)
+
+        def step():
+            clock["t"] += next(it)
+
+        return step
+
+    # warm-up 0.5 s (under the 10 s cap), then 5 timed steps: median of 0.1 0.3 0.2 0.9 0.4
+    assert bd.time_step(
+        steps([0.5, 0.1, 0.3, 0.2, 0.9, 0.4]), "cpu", max_seconds=10.0
+    ) == pytest.approx(0.3)
+    # a 13 s warm-up beyond the 2 s cap is the measurement: no second step is run
+    assert bd.time_step(steps([13.0]), "cpu", max_seconds=2.0) == 13.0
+    # the cap ends the timed steps early (3 s cap: warm-up 1, then 1.5 and 1 -> stop)
+    assert bd.time_step(steps([1.0, 1.5, 1.0, 9.9]), "cpu", max_seconds=3.0) == pytest.approx(1.25)
+    # a GPU: a 5 s warm-up beyond the 4 s cap still gets one timed step; synchronized each
+    synced = []
+    gpu = bd.time_step(
+        steps([5.0, 2.0, 2.0]), "cuda", max_seconds=4.0, synchronize=lambda: synced.append(1)
+    )
+    assert gpu == pytest.approx(2.0) and len(synced) == 2
+
+
+def test_real_timer_keeps_the_faster_thread_count_and_restores_the_setting():
     import torch
 
     small, p_small = _arch([1.0, 1.0], [16, 16], 4)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        timer = bd.MeasuredStepTimer("cpu", max_seconds=0.2)
         calls: list[int] = []
-        real = bd.measure_step_seconds
+        real = trainer_step_measure()
 
         def spy(*args, **kw):
             calls.append(torch.get_num_threads())
             return real(*args, **kw)
 
-        monkeypatch.setattr(bd, "measure_step_seconds", spy)
+        timer = bd.MeasuredStepTimer(spy, "cpu", max_seconds=0.2)
         seconds = timer(small, p_small, 2)
         timer(small, p_small, 2)  # cached: not measured again
-        monkeypatch.undo()
         # the process's setting, one thread, then channels last with the faster of the two
         assert calls[:2] == [2, 1] and calls[2:] == [timer.threads(small, p_small, 2)]
         assert torch.get_num_threads() == 2
         assert timer.threads(small, p_small, 2) in (1, 2) and seconds > 0
         assert timer.threads(small, p_small, 3) is None  # never measured
-        assert bd.MeasuredStepTimer("cuda").threads(small, p_small, 2) is None
+        assert bd.MeasuredStepTimer(spy, "cuda").threads(small, p_small, 2) is None
     finally:
         torch.set_num_threads(before)
 
 
 def test_real_timer_with_one_thread_measures_once(one_thread):
     small, p_small = _arch([1.0, 1.0], [16, 16], 4)
-    timer = bd.MeasuredStepTimer("cpu", max_seconds=0.2)
+    timer = bd.MeasuredStepTimer(trainer_step_measure(), "cpu", max_seconds=0.2)
     timer(small, p_small, 2)
     assert timer.threads(small, p_small, 2) == 1
     # both layouts were timed; the faster one counts and is recorded
@@ -603,7 +632,7 @@ def test_real_timer_with_one_thread_measures_once(one_thread):
     assert timer.channels_last(small, p_small, 4) is None  # not measured
 
 
-def test_real_timer_records_the_faster_layout(one_thread, monkeypatch):
+def test_real_timer_records_the_faster_layout(one_thread):
     small, p_small = _arch([1.0, 1.0], [16, 16], 4)
     asked = []
 
@@ -611,8 +640,7 @@ def test_real_timer_records_the_faster_layout(one_thread, monkeypatch):
         asked.append(channels_last)
         return 0.1 if channels_last else 0.2
 
-    monkeypatch.setattr(bd, "measure_step_seconds", fake)
-    timer = bd.MeasuredStepTimer("cpu")
+    timer = bd.MeasuredStepTimer(fake, "cpu")
     assert timer(small, p_small, 2) == 0.1 and timer.channels_last(small, p_small, 2) is True
     assert asked == [False, True]
     fp = _wrist()
@@ -620,6 +648,12 @@ def test_real_timer_records_the_faster_layout(one_thread, monkeypatch):
     c = plan.configurations["2d"]
     assert c.schedule.channels_last is True and "channels-last" in c.why["channels_last"]
     assert plan_from_dict(plan.to_dict()) == plan
+
+
+def test_a_budget_plan_without_a_step_to_time_says_how_to_get_one():
+    with pytest.raises(AutosegError, match="step to time") as err:
+        _plan(_wrist(), time_budget_s=600.0)
+    assert "trainer_step_measure" in err.value.fix
 
 
 def test_budget_plans_choose_the_optimizer_by_schedule_length():

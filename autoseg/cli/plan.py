@@ -68,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         plan_is_stale,
         run_plan,
     )
+    from autoseg.training.timing import trainer_step_measure
 
     budget = None if args.time_budget is None else parse_duration(args.time_budget)
     fp_path = ensure_fingerprint(args.dataset, args.root)
@@ -83,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
             network=args.network,
             device=args.device,
             overwrite=True,
+            step_measure=None if budget is None else trainer_step_measure(),
         )
     plan = load_plan(out)
     print(format_plan(plan, why=not args.brief))

@@ -26,8 +26,9 @@ the planning device and shrinks what does not fit:
    remaining ones get more time per fold; when none can reach MIN_ITERATIONS, the plan is a
    best effort with a warning (:func:`best_effort`).
 
-The step timer is injectable (:data:`StepTimer`): the planner uses :class:`MeasuredStepTimer`,
-tests a fake. Measuring a large network on a CPU costs seconds per step, so the search
+The step timer is injectable (:data:`StepTimer`): the planner uses :class:`MeasuredStepTimer`
+around the trainer's own step (:data:`StepMeasure`, handed in by the pipeline), tests a fake.
+Measuring a large network on a CPU costs seconds per step, so the search
 (:func:`first_fitting`) bisects the ladder and, before measuring a rung, predicts its time from
 the nearest measured
 smaller rung (scaled by :func:`activation_count`); a rung that would not fit even at
@@ -129,96 +130,50 @@ def _s(seconds: float) -> str:
 # ---------------------------------------------------------------- measuring
 
 
-def measure_step_seconds(
-    arch: dict[str, Any],
-    patch: Sequence[int],
-    batch: int,
+StepMeasure = Callable[..., float]
+"""``(arch, patch, batch, *, device, max_seconds, channels_last) -> seconds`` of one real
+training iteration: :func:`autoseg.training.timing.trainer_step_seconds` (the trainer's own
+step; the training stage injects it, planning does not import training)."""
+
+
+def time_step(
+    step: Callable[[], object],
+    device_type: str,
     *,
-    device: str = "cpu",
     warmup: int = MEASURE_WARMUP,
     repeats: int = MEASURE_REPEATS,
     max_seconds: float | None = None,
-    channels_last: bool = False,
+    synchronize: Callable[[], object] | None = None,
 ) -> float:
-    """Median seconds of one real training iteration of the network on ``device`` (in the
-    channels-last layout with ``channels_last``).
+    """Median seconds of ``step()`` (``synchronize()`` after each, for a GPU's queue).
 
-    Random input ``(batch, in_channels, *patch)`` and integer targets at every deep-supervision
-    scale; forward in the trainer's precision (:mod:`autoseg.networks.precision`) + the
-    reference Dice + CE loss of :mod:`autoseg.networks.memory` + backward + gradient clipping
-    + SGD step (Nesterov momentum 0.99). ``warmup`` steps first (allocation, cuDNN
-    autotuning), then up to ``repeats`` timed steps while the total stays under
-    ``max_seconds`` (default 2 s on CPU, 3 s on cuda). On a CPU, where the first step costs
+    ``warmup`` calls first (allocation, cuDNN autotuning; at least one on a CPU), then up to
+    ``repeats`` timed calls while the total stays under ``max_seconds`` (default
+    :data:`MEASURE_SECONDS`: 2 s on CPU, 3 s on cuda). On a CPU, where the first step costs
     about what later ones do (measured within +-25 %), a warm-up that alone exceeds the cap is
-    returned as the measurement, so a 13 s step costs 13 s and not 52.
-    """
-    import torch
+    returned as the measurement, so a 13 s step costs 13 s and not 52."""
+    cap = MEASURE_SECONDS.get(device_type, 2.0) if max_seconds is None else max_seconds
 
-    from autoseg.networks import ArchitectureConfig, build_network
-    from autoseg.networks.memory import reference_loss
-
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AutosegError(
-            "timing on cuda asked for, but no CUDA GPU is visible", fix="use --device cpu"
-        )
-    cap = MEASURE_SECONDS.get(dev.type, 2.0) if max_seconds is None else max_seconds
-    config = ArchitectureConfig.from_dict(arch)
-    patch = tuple(int(p) for p in patch)
-    gen = torch.Generator().manual_seed(0)
-    from autoseg.networks.precision import autocast_dtype, memory_format
-
-    layout = memory_format(len(patch), channels_last)
-    net = build_network(config).to(dev).to(memory_format=layout).train()
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5
-    )
-    dtype = autocast_dtype(dev.type)  # the trainer's precision (float16 / bfloat16 / float32)
-    amp = dtype == torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    x = torch.randn((batch, config.in_channels, *patch), generator=gen).to(dev)
-    x = x.contiguous(memory_format=layout)
-    targets = [
-        torch.randint(
-            0, config.num_classes, (batch, *(p // s for p, s in zip(patch, scale))), generator=gen
-        ).to(dev)
-        for scale in config.decoder_scales()
-    ]
-
-    def step() -> float:
+    def once() -> float:
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            out = net(x)
-        outputs = [o.float() for o in (out if isinstance(out, list) else [out])]
-        loss = reference_loss(outputs, targets)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-        scaler.step(optimizer)
-        scaler.update()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        step()
+        if synchronize is not None:
+            synchronize()
         return time.perf_counter() - start
 
-    benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True  # the trainer's setting on a GPU
-    try:
-        began = time.perf_counter()
-        first = [step() for _ in range(max(warmup, 1 if dev.type == "cpu" else 0))]
-        if first and dev.type == "cpu" and time.perf_counter() - began >= cap:
-            return float(first[-1])
-        timed = [step()]
-        while len(timed) < repeats and time.perf_counter() - began < cap:
-            timed.append(step())
-        return float(statistics.median(timed))
-    finally:
-        torch.backends.cudnn.benchmark = benchmark
+    began = time.perf_counter()
+    first = [once() for _ in range(max(warmup, 1 if device_type == "cpu" else 0))]
+    if first and device_type == "cpu" and time.perf_counter() - began >= cap:
+        return float(first[-1])
+    timed = [once()]
+    while len(timed) < repeats and time.perf_counter() - began < cap:
+        timed.append(once())
+    return float(statistics.median(timed))
 
 
 class MeasuredStepTimer:
-    """The planner's :data:`StepTimer`: :func:`measure_step_seconds` on one device, each
-    (architecture, patch, batch) measured once.
+    """The planner's :data:`StepTimer`: ``measure`` (a :data:`StepMeasure`, the trainer's own
+    step) on one device, each (architecture, patch, batch) measured once.
 
     On a CPU with more than one torch thread each step is also timed with one thread, and the
     faster setting counts (:meth:`threads`, written to the plan as ``cpu_threads`` for the
@@ -229,7 +184,8 @@ class MeasuredStepTimer:
     channels-last layout too (:meth:`channels_last`, the plan's ``channels_last``): faster for
     narrow networks, slower for wide ones (:func:`autoseg.networks.precision.memory_format`)."""
 
-    def __init__(self, device: str = "cpu", max_seconds: float | None = None):
+    def __init__(self, measure: StepMeasure, device: str = "cpu", max_seconds: float | None = None):
+        self.measure = measure
         self.device = device
         self.max_seconds = max_seconds
         self.cache: dict[tuple[str, tuple[int, ...], int], float] = {}
@@ -242,7 +198,7 @@ class MeasuredStepTimer:
             import torch
 
             def timed(channels_last: bool = False) -> float:
-                return measure_step_seconds(
+                return self.measure(
                     arch,
                     patch,
                     batch,

@@ -27,6 +27,7 @@ from autoseg.planning.budget import (
     SCREEN_FACTOR,
     BudgetFit,
     MeasuredStepTimer,
+    StepMeasure,
     StepTimer,
     fit_configuration,
     fit_to_budget,
@@ -562,6 +563,7 @@ def plan_dataset(
     device: str | None = None,
     estimator: MemoryEstimator | None = None,
     step_timer: StepTimer | None = None,
+    step_measure: StepMeasure | None = None,
     progress: bool = False,
 ) -> Plan:
     """The plan for a fingerprint (``fingerprint.json`` as a dict, or a Fingerprint).
@@ -573,8 +575,10 @@ def plan_dataset(
     configuration's training iteration is then timed on the planning device and the plan
     shrunk and scheduled to fit (:mod:`autoseg.planning.budget`); ``device`` overrides the
     detected device ("cuda"/"cpu"), which is also the device the iterations are timed on;
-    ``estimator`` replaces the real-network memory estimate and ``step_timer`` the real
-    iteration timing (tests); ``progress`` shows a bar over the configurations (each runs the
+    ``estimator`` replaces the real-network memory estimate; the iterations are timed with
+    ``step_measure`` (the trainer's own step, :mod:`autoseg.training.timing`, which the caller
+    passes: planning does not import training) or ``step_timer`` replaces the whole timing
+    (tests); ``progress`` shows a bar over the configurations (each runs the
     memory estimate 5-40 times, ~0.1-0.3 s each; timing takes ~2-20 s per configuration on a
     CPU).
     """
@@ -671,7 +675,13 @@ def plan_dataset(
             bar.set_postfix_str(name)
             bar.update(1)
 
-        timer = step_timer or MeasuredStepTimer(device_info.type)
+        if step_timer is None and step_measure is None:
+            raise AutosegError(
+                "planning for a time budget needs the trainer's step to time",
+                fix="plan through autoseg.pipeline.plan_and_train, or pass step_measure="
+                "autoseg.training.timing.trainer_step_measure()",
+            )
+        timer = step_timer or MeasuredStepTimer(step_measure, device_info.type)
         grids, why["resolution"] = _resolutions(ctx, planned)
         fit = fit_to_budget(
             planned,
@@ -755,6 +765,7 @@ def run_plan(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    step_measure: StepMeasure | None = None,
 ) -> Path:
     """Write ``<root>/preprocessed/<dataset>/plans.json`` and return its path.
 
@@ -763,7 +774,8 @@ def run_plan(
     An existing plan is kept (it may hold hand edits) unless ``overwrite``; use
     :func:`plan_is_stale` to see whether it still matches the fingerprint. ``device``
     ("cuda"/"cpu", default: detected) is where training will run; with ``time_budget_s`` the
-    iterations are timed there.
+    iterations are timed there with ``step_measure`` (the trainer's step:
+    :func:`autoseg.training.timing.trainer_step_measure`).
     """
     fp_path = ensure_fingerprint(dataset, root, progress=progress)
     out = fp_path.parent / PLANS_FILE
@@ -778,6 +790,7 @@ def run_plan(
         network=network,
         device=device,
         progress=progress,
+        step_measure=step_measure,
     )
     return save_plan(plan, out)
 
