@@ -104,21 +104,34 @@ def plan_and_train(
     device: str = "auto",
     num_workers: int | None = None,
     progress: bool = True,
+    trainer: str | None = None,
 ) -> PipelineResult:
     """Run every stage; returns where the plan, the folds and the chosen model are.
 
     ``folds`` None trains the plan's folds: every fold, or only fold 0 when a short time
     budget planned one model on one training split (``schedule.folds``). ``num_workers``
-    None: :func:`autoseg.data.loader.default_loader_workers` for the device."""
+    None: :func:`autoseg.data.loader.default_loader_workers` for the device. ``trainer`` names
+    a registered trainer for every configuration (written into the plan; a new plan's time
+    budget times that trainer's step); None keeps the plan's."""
     from autoseg.evaluation.find_best import find_best
     from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan
     from autoseg.planning.planner import run_plan
     from autoseg.preprocessing.preprocess import preprocess_dataset
-    from autoseg.training.run import fold_is_done, options_from_plan, parse_folds, train
+    from autoseg.training.run import (
+        fold_is_done,
+        options_from_plan,
+        parse_folds,
+        select_trainer,
+        train,
+    )
     from autoseg.training.timing import trainer_step_measure
 
     started = time.monotonic()
+    if trainer is not None:
+        from autoseg.training.trainer import TRAINERS
+
+        TRAINERS.get(trainer)  # an unknown name fails before anything runs
     raw = resolve_dataset(dataset, root)
     plan_path = preprocessed_dir(root) / raw.name / "plans.json"
     if not plan_path.is_file():
@@ -135,8 +148,10 @@ def plan_and_train(
             configs=configs,
             time_budget_s=budget,
             progress=progress,
-            step_measure=None if budget is None else trainer_step_measure(),
+            step_measure=None if budget is None else trainer_step_measure(trainer or "default"),
         )
+    if trainer is not None:
+        select_trainer(plan_path, trainer, configs, results_dir(root) / raw.name)
     plan = load_plan(plan_path)
     names = list(configs) if configs else list(plan.configurations)
     missing = [c for c in names if c not in plan.configurations]

@@ -177,3 +177,66 @@ def test_train_setup_takes_the_trainer_and_loss_the_plan_names(tmp_path):
     d["configurations"][name]["loss"]["name"] = "weighted_ce"
     setup = setup_from_plan(Plan.from_dict(d), name, tmp_path)
     assert setup.trainer == "constant_lr" and setup.loss["name"] == "weighted_ce"
+
+
+# ------------------------------------------------------------------ --trainer
+def _tiny_planned(tmp_path, monkeypatch):
+    from conftest import tiny_us_dataset
+    from test_pipeline_e2e import shrink_plan
+
+    from autoseg.cli import main
+
+    monkeypatch.setenv("AUTOSEG_ROOT", str(tmp_path / "root"))
+    tiny_us_dataset(tmp_path / "root", 951, 6)
+    assert main(["plan", "951", "--brief"]) == 0
+    plan_path = tmp_path / "root" / "preprocessed" / "951_TinyUS" / "plans.json"
+    shrink_plan(plan_path, ["2d"], [32, 32])
+    return main, plan_path
+
+
+def test_train_with_trainer_writes_it_into_the_plan_and_trains_with_it(
+    tmp_path, monkeypatch, capsys
+):
+    main, plan_path = _tiny_planned(tmp_path, monkeypatch)
+    steps = []
+
+    class Counting(Trainer):
+        def train_step(self, batch):
+            steps.append(type(self).__name__)
+            return super().train_step(batch)
+
+    assert main(["train", "951", "2d", "0", "--trainer", "nope", "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown trainer 'nope'" in err and "Traceback" not in err
+    assert "trainer" not in json.loads(plan_path.read_text())["configurations"]["2d"]
+    with TRAINERS.temporary("counting", Counting):
+        args = ["train", "951", "2d", "0", "--trainer", "counting", "--no-progress"]
+        assert main([*args, "--workers", "0"]) == 0
+        assert json.loads(plan_path.read_text())["configurations"]["2d"]["trainer"] == "counting"
+        assert steps == ["Counting"] * 6  # 2 epochs x 3 iterations
+        # back to the default trainer: fold 0 exists, so only with --overwrite
+        back = ["train", "951", "2d", "0", "--trainer", "default", "--no-progress"]
+        assert main([*back, "--workers", "0"]) != 0
+        assert "mix two trainers' folds" in capsys.readouterr().err
+        assert main([*back, "--workers", "0", "--overwrite"]) == 0
+    assert "trainer" not in json.loads(plan_path.read_text())["configurations"]["2d"]
+    assert len(steps) == 6
+
+
+def test_the_budget_planner_times_the_named_trainers_own_step(one_thread):
+    from test_trainer import ARCH
+
+    from autoseg.training.timing import trainer_step_measure
+
+    calls = []
+
+    class Slow(Trainer):
+        def train_step(self, batch):
+            calls.append(batch["data"].shape)
+            return super().train_step(batch)
+
+    with TRAINERS.temporary("slow", Slow):
+        seconds = trainer_step_measure("slow")(ARCH, (32, 32), 2, device="cpu", max_seconds=0.2)
+    assert seconds > 0 and len(calls) >= 2 and calls[0] == (2, 1, 32, 32)
+    with pytest.raises(AutosegError, match="unknown trainer 'slow'"):
+        trainer_step_measure("slow")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from autoseg.cli.options import add_trainer
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="unet",
         help="plain U-Net (default) or residual-encoder U-Net",
     )
+    add_trainer(p, "every configuration (--time-budget times its step)")
     p.add_argument("--overwrite", action="store_true", help="re-plan even if plans.json exists")
     p.add_argument("--brief", action="store_true", help="print the table without the reasons")
     p.add_argument("--root", default=None, help="data root (default: $AUTOSEG_ROOT)")
@@ -59,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from autoseg.paths import results_dir
     from autoseg.planning import (
         PLANS_FILE,
         ensure_fingerprint,
@@ -68,9 +72,11 @@ def _run(args: argparse.Namespace) -> int:
         plan_is_stale,
         run_plan,
     )
+    from autoseg.training.run import select_trainer
     from autoseg.training.timing import trainer_step_measure
 
     budget = None if args.time_budget is None else parse_duration(args.time_budget)
+    trainer = args.trainer or "default"
     fp_path = ensure_fingerprint(args.dataset, args.root)
     out = fp_path.parent / PLANS_FILE
     kept = out.is_file() and not args.overwrite
@@ -84,8 +90,10 @@ def _run(args: argparse.Namespace) -> int:
             network=args.network,
             device=args.device,
             overwrite=True,
-            step_measure=None if budget is None else trainer_step_measure(),
+            step_measure=None if budget is None else trainer_step_measure(trainer),
         )
+    if args.trainer:
+        select_trainer(out, args.trainer, None, results_dir(args.root) / out.parent.name)
     plan = load_plan(out)
     print(format_plan(plan, why=not args.brief))
     timing = time_budget_lines(plan)

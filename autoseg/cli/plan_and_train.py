@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoseg.cli.options import add_loader_workers
+from autoseg.cli.options import add_loader_workers, add_trainer
 
 
 def register(sub) -> None:
@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--gpu-memory", type=float, help="GPU memory budget in GB")
     p.add_argument("--device", default="auto")
     add_loader_workers(p)
+    add_trainer(p, "every configuration (the time budget times its step)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -51,6 +52,7 @@ def run(args) -> int:
         device=args.device,
         num_workers=args.workers,
         progress=not args.no_progress,
+        trainer=args.trainer,
     )
     info = result.inference
     print(f"plan: {result.plan_path}")

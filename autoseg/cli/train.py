@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoseg.cli.options import add_loader_workers
+from autoseg.cli.options import add_loader_workers, add_trainer
 
 
 def register(sub) -> None:
@@ -30,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, help="override the plan's number of epochs")
     p.add_argument("--iterations", type=int, help="override iterations per epoch")
     add_loader_workers(p)
+    add_trainer(p, "this configuration")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--deterministic", action="store_true", help="reproducible results (slower on GPU)"
@@ -49,9 +50,9 @@ def _workers(args) -> int:
 
 
 def run(args) -> int:
-    from autoseg.paths import preprocessed_dir, resolve_dataset
+    from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan
-    from autoseg.training.run import options_from_plan, train
+    from autoseg.training.run import options_from_plan, select_trainer, train
 
     distributed = False
     if args.ddp:
@@ -60,7 +61,16 @@ def run(args) -> int:
         init_distributed(args.device)
         distributed = True
     try:
-        plan = load_plan(preprocessed_dir() / resolve_dataset(args.dataset).name)
+        name = resolve_dataset(args.dataset).name
+        if args.trainer:
+            select_trainer(
+                preprocessed_dir() / name / "plans.json",
+                args.trainer,
+                [args.config],
+                results_dir() / name,
+                overwrite=args.overwrite,
+            )
+        plan = load_plan(preprocessed_dir() / name)
         options = options_from_plan(
             plan,
             args.config,

@@ -121,6 +121,44 @@ def parse_folds(folds: str | int | Sequence[int], n_folds: int) -> list[int]:
     return out
 
 
+def select_trainer(
+    plan_path: Path,
+    trainer: str,
+    configs: Sequence[str] | None = None,
+    results: Path | None = None,
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Name the registered ``trainer`` in the plan's ``configs`` (all by default), rewriting
+    ``plans.json`` — what ``--trainer`` does. Refuses when such a configuration already has
+    fold folders under ``results`` made by another trainer, unless ``overwrite`` (the caller
+    retrains them): a configuration's folds are one trainer's, since find-best averages them."""
+    import dataclasses
+
+    from autoseg.planning.plan import load_plan, save_plan
+
+    TRAINERS.get(trainer)  # an unknown name: one line listing the registered ones
+    plan = load_plan(plan_path)
+    names = list(configs) if configs else list(plan.configurations)
+    changed = [c for c in names if c in plan.configurations]
+    changed = [c for c in changed if plan.configurations[c].trainer != trainer]
+    if not changed:
+        return
+    trained = [c for c in changed if results is not None and any((results / c).glob("fold_*"))]
+    if trained and not overwrite:
+        c = trained[0]
+        raise AutosegError(
+            f"{c} has folds trained with trainer {plan.configurations[c].trainer!r}; "
+            f"--trainer {trainer} would mix two trainers' folds",
+            path=results / c,
+            fix="add --overwrite to retrain them, or leave --trainer out",
+        )
+    configurations = dict(plan.configurations)
+    for c in changed:
+        configurations[c] = dataclasses.replace(configurations[c], trainer=trainer)
+    save_plan(dataclasses.replace(plan, configurations=configurations), plan_path)
+
+
 def fold_dir(results: Path, config: str, fold: int) -> Path:
     return results / config / f"fold_{fold}"
 
