@@ -31,7 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "data"
+# The shared data sit beside the checkout (``../shared/data``); AUTOSEG_SHARED_DATA names
+# another place, e.g. when running from a git worktree elsewhere.
+SHARED = Path(os.environ.get("AUTOSEG_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 DATASETS = {
     "phantom_mri3d": (931, "PhantomMRI3D"),

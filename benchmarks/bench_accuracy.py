@@ -146,6 +146,16 @@ def val_iterations_for(iterations_per_epoch: int) -> int:
     return max(1, round(iterations_per_epoch * ratio))
 
 
+def budget_left(budget_s: float, started_unix: float | None, now_unix: float) -> float:
+    """Seconds of ``budget_s`` left at ``now_unix`` when its clock started at ``started_unix``
+    (a ``time.time()``, taken before the driver process was launched, so that the driver's
+    start-up — imports, the trainer's construction — is counted); never below 0. Without
+    ``started_unix`` the whole budget is left (the clock starts in ``run_training``)."""
+    if started_unix is None:
+        return max(0.0, float(budget_s))
+    return max(0.0, float(budget_s) - max(0.0, now_unix - float(started_unix)))
+
+
 def probe_should_stop(done: int, elapsed_s: float, probe_s: float) -> bool:
     """Whether the probe epoch has timed enough: PROBE_MIN_ITERATIONS iterations and
     ``probe_s`` seconds, or a full nnU-Net epoch, whichever comes first."""
@@ -225,13 +235,16 @@ def paired_difference(
     return statistics.fmean(diffs), sd, len(diffs)
 
 
-def describe_difference(diff: tuple[float, float | None, int] | None, fmt: str = "+.3f") -> str:
-    """``"autoseg - nnU-Net +0.123 ± 0.045 (SD over 5 folds)"``."""
+def describe_difference(
+    diff: tuple[float, float | None, int] | None, fmt: str = "+.3f", unit: str = "fold"
+) -> str:
+    """``"autoseg - nnU-Net +0.123 ± 0.045 (SD over 5 folds)"``; ``unit`` names what the
+    pairs are (folds, or test images)."""
     if diff is None:
-        return "no fold measured by both systems"
+        return f"no {unit} measured by both systems"
     mean, sd, n = diff
     spread = f" ± {sd:{fmt.lstrip('+')}}" if sd is not None else ""
-    return f"autoseg - nnU-Net {mean:{fmt}}{spread} (SD over {n} fold{'s' if n != 1 else ''})"
+    return f"autoseg - nnU-Net {mean:{fmt}}{spread} (SD over {n} {unit}{'s' if n != 1 else ''})"
 
 
 def summary_dice(summary: Mapping[str, Any]) -> float | None:
@@ -418,6 +431,7 @@ class Context:
     threads: int
     workers: int
     env: dict[str, str]  # thread / worker settings for every child process
+    plans_name: str = NNUNET_PLANS  # nnU-Net's plans identifier (autosegPlans: the bridge's)
 
     @property
     def records(self) -> Path:
@@ -432,7 +446,7 @@ class Context:
         return (
             self.nn_dirs["nnUNet_results"]
             / self.nn_folder
-            / f"{TRAINER_NAME}__{NNUNET_PLANS}__{self.nn_config}"
+            / f"{TRAINER_NAME}__{self.plans_name}__{self.nn_config}"
         )
 
     def nn_env(self, workers: int | None = None) -> dict[str, str]:
@@ -586,16 +600,18 @@ def autoseg_row(record: Mapping[str, Any], config: str | None) -> dict[str, Any]
 
 
 # --------------------------------------------------------------------------- nnU-Net folds
-def nnunet_fold(ctx: Context, fold: int, val_ids: Sequence[str]) -> dict[str, Any]:
-    """One nnU-Net fold in a ``.venv-bench`` process under the budget, its validation, and
-    its predictions scored with autoseg's metrics."""
-    from accuracy_cv import fold_scores
-
-    fdir = ctx.nn_fold_parent / f"fold_{fold}"
-    trained = (fdir / TRAINING_RECORD).is_file() and (fdir / "checkpoint_final.pth").is_file()
-    if fdir.exists() and not trained:
-        shutil.rmtree(fdir)  # an interrupted training restarts: its clock must start at zero
-    cmd = [
+def driver_command(
+    ctx: Context,
+    fold: int,
+    budget_s: float,
+    *,
+    started_unix: float | None = None,
+    validate: bool = True,
+) -> list[str | Path]:
+    """The ``.venv-bench`` command that trains one fold of ``ctx``'s nnU-Net configuration
+    under ``budget_s`` (counted from ``started_unix`` when given, else from
+    ``run_training``'s start) and then, with ``validate``, runs nnU-Net's own validation."""
+    cmd: list[str | Path] = [
         BENCH_PYTHON,
         Path(__file__).resolve(),
         DRIVER_FLAG,
@@ -603,15 +619,52 @@ def nnunet_fold(ctx: Context, fold: int, val_ids: Sequence[str]) -> dict[str, An
         ctx.nn_folder,
         "--config",
         ctx.nn_config,
+        "--plans",
+        ctx.plans_name,
         "--fold",
         str(fold),
         "--budget-s",
-        str(ctx.fold_budget_s),
+        str(budget_s),
         "--threads",
         str(ctx.threads),
     ]
-    wall = _run_logged(cmd, ctx.nn_env(), ctx.logs / f"nnunet_fold{fold}.log", "nnU-Net fold")
-    training = json.loads((fdir / TRAINING_RECORD).read_text())
+    if started_unix is not None:
+        cmd += ["--started-unix", repr(float(started_unix))]
+    if not validate:
+        cmd.append("--no-validation")
+    return cmd
+
+
+def train_nnunet_fold(
+    ctx: Context,
+    fold: int,
+    budget_s: float,
+    *,
+    count_startup: bool = False,
+    validate: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> tuple[float, Path, dict[str, Any]]:
+    """Train (and with ``validate`` validate) one nnU-Net fold in a ``.venv-bench`` process;
+    ``(wall seconds of the process, fold folder, the driver's training record)``. A fold whose
+    training did not finish is deleted first: its clock must start at zero. With
+    ``count_startup`` the budget's clock starts before the process is launched."""
+    fdir = ctx.nn_fold_parent / f"fold_{fold}"
+    trained = (fdir / TRAINING_RECORD).is_file() and (fdir / "checkpoint_final.pth").is_file()
+    if fdir.exists() and not trained:
+        shutil.rmtree(fdir)  # an interrupted training restarts: its clock must start at zero
+    started = time.time() if count_startup else None
+    cmd = driver_command(ctx, fold, budget_s, started_unix=started, validate=validate)
+    log = ctx.logs / f"nnunet_fold{fold}.log"
+    wall = _run_logged(cmd, env or ctx.nn_env(), log, "nnU-Net fold")
+    return wall, fdir, json.loads((fdir / TRAINING_RECORD).read_text())
+
+
+def nnunet_fold(ctx: Context, fold: int, val_ids: Sequence[str]) -> dict[str, Any]:
+    """One nnU-Net fold in a ``.venv-bench`` process under the budget, its validation, and
+    its predictions scored with autoseg's metrics."""
+    from accuracy_cv import fold_scores
+
+    wall, fdir, training = train_nnunet_fold(ctx, fold, ctx.fold_budget_s)
     validation = json.loads((fdir / VALIDATION_RECORD).read_text())
     write_json(fdir / "validation" / "metrics.json", score_predictions(ctx, fdir, val_ids))
     rows = fold_scores(ctx.nn_fold_parent.parent, ctx.nn_fold_parent.name, [fold])
@@ -758,8 +811,11 @@ def nnunet_driver(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"bench_accuracy.py {DRIVER_FLAG}")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--config", required=True)
+    parser.add_argument("--plans", default=NNUNET_PLANS)
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--budget-s", type=float, required=True)
+    parser.add_argument("--started-unix", type=float, default=None, help="the budget's start")
+    parser.add_argument("--no-validation", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -769,19 +825,28 @@ def nnunet_driver(argv: Sequence[str]) -> int:
     from nnunetv2.paths import nnUNet_preprocessed
 
     pre = Path(nnUNet_preprocessed) / args.dataset
-    plans = json.loads((pre / f"{NNUNET_PLANS}.json").read_text())
+    plans = json.loads((pre / f"{args.plans}.json").read_text())
     plans["continue_training"] = False
     dataset_json = json.loads((pre / "dataset.json").read_text())
     trainer = _budget_trainer_class()(
         plans, args.config, args.fold, dataset_json, device=torch.device("cpu")
     )
-    trainer.budget_s = args.budget_s
     out = Path(trainer.output_folder)
     final = out / "checkpoint_final.pth"
     if (out / TRAINING_RECORD).is_file() and final.is_file():
+        if args.no_validation:
+            return 0  # trained earlier, nothing else asked
         trainer.load_checkpoint(str(final))  # training finished earlier: validation only
     else:
-        write_json(out / TRAINING_RECORD, trainer.run_training())
+        now = time.time()
+        trainer.budget_s = budget_left(args.budget_s, args.started_unix, now)
+        record = trainer.run_training()
+        record["budget_total_s"] = args.budget_s
+        # the driver's start-up (imports, the trainer's construction) counted in the budget
+        record["startup_s"] = now - args.started_unix if args.started_unix else 0.0
+        write_json(out / TRAINING_RECORD, record)
+    if args.no_validation:
+        return 0
     t0 = time.perf_counter()
     trainer.perform_actual_validation(save_probabilities=False)
     write_json(out / VALIDATION_RECORD, {"validation_s": time.perf_counter() - t0})

@@ -125,11 +125,27 @@ TIME_TARGET = 0.5  # autoseg seconds per case <= 0.5 x nnU-Net's
 
 # nnU-Net's own entry point, with torch.set_num_threads held to the benchmark's thread count
 # (its -device cpu branch asks for multiprocessing.cpu_count(), i.e. every core of the machine).
+# A trainer class that nnU-Net does not ship (nnUNetTrainerBudget) is looked up first in the
+# files of nnUNet_extTrainer: nnU-Net's own search imports every trainer module it ships on
+# the way, and its Primus trainers need timm, which .venv-bench leaves out on purpose
+# (make_bench_venv.sh). Trainers nnU-Net ships are found by its own search as before.
 NNUNET_SHIM = (
-    "import os, sys, torch\n"
+    "import os, sys, torch, importlib.util, pathlib\n"
     "_n = int(os.environ['BENCH_TORCH_THREADS'])\n"
     "_set = torch.set_num_threads\n"
     "torch.set_num_threads = lambda _asked: _set(_n)\n"
+    "import nnunetv2.inference.predict_from_raw_data as _pr\n"
+    "_find = _pr.recursive_find_trainer_class_by_name\n"
+    "def _ext_first(name):\n"
+    "    ext = os.environ.get('nnUNet_extTrainer')\n"
+    "    for f in sorted(pathlib.Path(ext).glob('*.py')) if ext else []:\n"
+    "        spec = importlib.util.spec_from_file_location('ext_' + f.stem, f)\n"
+    "        mod = importlib.util.module_from_spec(spec)\n"
+    "        spec.loader.exec_module(mod)\n"
+    "        if hasattr(mod, name):\n"
+    "            return getattr(mod, name)\n"
+    "    return _find(name)\n"
+    "_pr.recursive_find_trainer_class_by_name = _ext_first\n"
     "from nnunetv2.inference.predict_from_raw_data import predict_entry_point\n"
     "sys.argv[0] = 'nnUNetv2_predict'\n"
     "sys.exit(predict_entry_point())\n"

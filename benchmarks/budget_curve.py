@@ -139,6 +139,16 @@ def phantom_held_out(work: Path) -> tuple[Path, Path]:
     return write_held_out("mri3d", work / "held_out", PHANTOM_HELD_OUT, 2)
 
 
+def held_out_set(dataset: str, raw: Path, source: Path) -> tuple[Path, Path, list[int]]:
+    """``(images, masks, labels)`` of the images no training or selection decision saw:
+    usgra-seg's ``imagesTs`` / ``labelsTs`` of the converted dataset ``raw`` (nerve, vessel);
+    for the phantom the held-back cases under ``source`` (nerve)."""
+    if dataset == "usgra_seg":
+        return raw / "imagesTs", raw / "labelsTs", [1, 2]
+    images, masks = phantom_held_out(source)
+    return images, masks, [1]
+
+
 # --------------------------------------------------------------------------- one point
 def run_point(dataset: str, budget: str, variant: str, root: Path, source: Path) -> dict:
     """In this process: the variant's lever, ``plan-and-train``, ``predict``, the scores."""
@@ -159,11 +169,7 @@ def run_point(dataset: str, budget: str, variant: str, root: Path, source: Path)
     wall_s = time.perf_counter() - started
     if rc != 0:
         raise SystemExit(f"plan-and-train failed (exit {rc})")
-    if dataset == "usgra_seg":
-        images, masks, labels = raw / "imagesTs", raw / "labelsTs", [1, 2]
-    else:
-        images, masks = phantom_held_out(source)
-        labels = [1]
+    images, masks, labels = held_out_set(dataset, raw, source)
     out = root / "test_predictions"
     rc = autoseg_main(["predict", "-i", str(images), "-o", str(out), "-d", folder])
     if rc != 0:

@@ -1,0 +1,19 @@
+"""``nnUNetTrainerBudget`` where nnU-Net looks for trainers it does not ship.
+
+``nnUNetv2_predict -tr nnUNetTrainerBudget`` builds the network through the checkpoint's
+trainer class, found by name in nnU-Net's package or in the folders of the
+``nnUNet_extTrainer`` environment variable; ``benchmarks/nnunet_peer.py`` sets it to this
+folder. The class itself is ``bench_accuracy.py``'s (nnU-Net's trainer with a wall-clock
+budget; its network is nnUNetTrainer's, unchanged). Imported only in ``.venv-bench``.
+"""
+
+import sys
+from pathlib import Path
+
+_BENCH = str(Path(__file__).resolve().parents[1])
+if _BENCH not in sys.path:
+    sys.path.insert(0, _BENCH)
+
+from bench_accuracy import _budget_trainer_class  # noqa: E402
+
+nnUNetTrainerBudget = _budget_trainer_class()  # noqa: N816 (nnU-Net's naming)
