@@ -6,7 +6,8 @@
 
 Runs ``benchmarks/bench_<name>.py`` for fingerprint, preprocess, dataloader, training,
 inference and accuracy, then ``benchmarks/budget_curve.py`` (test Dice per time budget, with
-its ablation: hours of one core) — in that order; ``--only`` picks some — each in its own
+its ablation: hours of one core) and ``benchmarks/nnunet_peer.py`` (nnU-Net beside its
+25-minute runs at the same wall clock) — in that order; ``--only`` picks some — each in its own
 process under
 ``.venv/bin/python`` (``--python``) with ``--json <out>/<name>.json``, its output shown and
 kept in ``<out>/logs/<name>.log``. The accuracy benchmark runs once per dataset (``PER_DATASET``:
@@ -67,9 +68,10 @@ BENCHMARKS = (
     "inference",
     "accuracy",
     "budget_curve",
+    "nnunet_peer",
 )
 # Scripts not named bench_<name>.py
-SCRIPTS = {"budget_curve": "budget_curve.py"}
+SCRIPTS = {"budget_curve": "budget_curve.py", "nnunet_peer": "nnunet_peer.py"}
 RESULTS_DIR = BENCH_DIR / "results"
 AUTOSEG_PYTHON = REPO / ".venv" / "bin" / "python"
 
@@ -116,6 +118,7 @@ QUICK: dict[str, list[tuple[str, ...]]] = {
         ("--folds", "0"),
     ],
     "budget_curve": [("--dataset", "phantom_mri3d"), ("--budgets", "2m")],
+    "nnunet_peer": [("--dataset", "phantom_mri3d"), ("--budget", "2m")],
 }
 
 
@@ -126,6 +129,11 @@ PER_DATASET: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "accuracy": [
         ("phantom_mri3d", ("--dataset", "phantom_mri3d")),
         ("usgra_seg", ("--dataset", "usgra_seg")),
+    ],
+    # beside budget_curve's 25-minute runs (its default --work), at the same wall clock
+    "nnunet_peer": [
+        ("usgra_seg", ("--dataset", "usgra_seg", "--budget", "25m")),
+        ("phantom_mri3d", ("--dataset", "phantom_mri3d", "--budget", "25m")),
     ],
 }
 
