@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from autoseg.root import data_root
+
 
 class AutosegError(Exception):
     """A problem the user can fix: the message names the file, what is wrong and the fix."""
@@ -100,8 +102,6 @@ MAX_MESSAGE = 240  # characters of the exception's own message kept on the one l
 def failure_log_dirs(root: str | os.PathLike | None = None) -> list[Path]:
     """Where a traceback log goes, in order of preference: ``$AUTOSEG_ROOT/logs``, then
     ``<temp>/autoseg-logs``."""
-    from autoseg.paths import data_root
-
     return [data_root(root) / LOG_FOLDER, Path(tempfile.gettempdir()) / "autoseg-logs"]
 
 

@@ -14,19 +14,12 @@ import re
 from pathlib import Path
 
 from autoseg.errors import AutosegError
+from autoseg.root import DEFAULT_ROOT, ROOT_ENV, data_root
 
-ROOT_ENV = "AUTOSEG_ROOT"
-DEFAULT_ROOT = "autoseg_data"
+__all__ = ["DEFAULT_ROOT", "ROOT_ENV", "data_root"]  # the root's rule lives in autoseg.root
 
 # Our folder names are "012_Nerves"; nnU-Net v2's are "Dataset012_Nerves". Both are accepted.
 _DATASET_DIR = re.compile(r"^(?:Dataset)?(\d{1,4})_(.+)$")
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: the argument if given, else ``$AUTOSEG_ROOT``, else ``./autoseg_data``."""
-    if root is not None:
-        return Path(root)
-    return Path(os.environ.get(ROOT_ENV, DEFAULT_ROOT))
 
 
 def raw_dir(root: str | os.PathLike | None = None) -> Path:

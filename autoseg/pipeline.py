@@ -113,6 +113,7 @@ def plan_and_train(
     None: :func:`autoseg.data.loader.default_loader_workers` for the device. ``trainer`` names
     a registered trainer for every configuration (written into the plan; a new plan's time
     budget times that trainer's step); None keeps the plan's."""
+    from autoseg.choices import parse_folds
     from autoseg.evaluation.find_best import find_best
     from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan
@@ -121,7 +122,6 @@ def plan_and_train(
     from autoseg.training.run import (
         fold_is_done,
         options_from_plan,
-        parse_folds,
         select_trainer,
         train,
     )

@@ -928,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from accuracy_cv import DATASETS
 
-    from autoseg.training.run import parse_folds
+    from autoseg.choices import parse_folds
 
     if args.dataset not in DATASETS:
         raise SystemExit(f"{args.dataset}: unknown to accuracy_cv.prepare")

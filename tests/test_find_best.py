@@ -328,7 +328,7 @@ def test_errors(tmp_path):
         find_best(NAME, root, configs=["A", "C"], progress=False, num_workers=1)
     with pytest.raises(AutosegError, match="fold 7"):
         find_best(NAME, root, folds=[0, 7], progress=False, num_workers=1)
-    with pytest.raises(AutosegError, match="not integers"):
+    with pytest.raises(AutosegError, match="not fold numbers"):
         find_best(NAME, root, folds="x", progress=False, num_workers=1)
     # probabilities on the wrong grid
     bad = res / "B" / "fold_1" / "validation" / "c2.npz"

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from autoseg import __version__
+from autoseg.choices import parse_folds, parse_list
 from autoseg.errors import AutosegError
 from autoseg.evaluation.metrics import compute_metrics, dice, map_cases, read_label_map
 from autoseg.inference.postprocess import (
@@ -225,34 +226,6 @@ class _Discovery:
     train_cases: dict[int, list[str]]  # fold -> training cases (for min-size thresholds)
     files: dict[str, dict[str, Path]]  # config -> case -> npz
     skipped: dict[str, str]  # config -> why it is not a candidate
-
-
-def parse_list(values: str | Sequence[str] | Sequence[int] | None) -> list[str] | None:
-    """``"a,b"`` / ``"a b"`` / ``["a", "b"]`` / ``[0, 1]`` -> list of strings; None stays None."""
-    if values is None:
-        return None
-    if isinstance(values, str):
-        values = [values]
-    out: list[str] = []
-    for v in values:
-        out.extend(t for t in str(v).replace(" ", ",").split(",") if t)
-    return out
-
-
-def parse_folds(folds: str | Sequence[int] | Sequence[str] | None) -> list[int] | None:
-    """``"0,1,2"`` / ``[0, 1, 2]`` -> [0, 1, 2]; None stays None."""
-    items = parse_list(folds)
-    if items is None:
-        return None
-    try:
-        out = sorted({int(t) for t in items})
-    except ValueError:
-        raise AutosegError(
-            f"folds {folds!r} are not integers", fix="write e.g. --folds 0,1,2,3,4"
-        ) from None
-    if not out or out[0] < 0:
-        raise AutosegError(f"folds {folds!r} must be 0 or more", fix="write e.g. --folds 0,1,2")
-    return out
 
 
 def _npz_files(folder: Path) -> dict[str, Path]:

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from autoseg import __version__
+from autoseg.choices import parse_folds, parse_list
 from autoseg.errors import AutosegError
-from autoseg.evaluation.find_best import parse_list
 from autoseg.io import atomic_path, load_dataset_json
 from autoseg.io.atomic import TMP_MARK
 from autoseg.paths import (
@@ -167,14 +167,9 @@ def export_model(
             )
     all_configs = _with_localisers(config_list, plan)
 
-    fold_items = parse_list(folds)
-    if fold_items is not None:
-        try:
-            fold_list = sorted({int(f) for f in fold_items})
-        except ValueError:
-            raise AutosegError(
-                f"folds {folds!r} are not integers", fix="write e.g. 0,1,2"
-            ) from None
+    given = parse_folds(folds)
+    if given is not None:
+        fold_list = given
     elif info is not None and "folds" in info and parse_list(configs) is None:
         fold_list = sorted(int(f) for f in info["folds"])
     else:

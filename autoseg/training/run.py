@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from autoseg.choices import parse_folds
 from autoseg.errors import AutosegError, failure_context
 from autoseg.io import list_cases, load_dataset_json, write_image, write_json_atomic
 from autoseg.io.atomic import atomic_path
@@ -95,30 +96,6 @@ def options_from_plan(plan: Any, config: str | None = None, **overrides: Any) ->
         if v is not None:
             setattr(opts, k, v)
     return opts
-
-
-def parse_folds(folds: str | int | Sequence[int], n_folds: int) -> list[int]:
-    """``all`` | ``3`` | ``0,2`` | [0, 2] -> fold indices, checked against ``n_folds``."""
-    if isinstance(folds, str):
-        if folds == "all":
-            return list(range(n_folds))
-        try:
-            out = [int(f) for f in folds.split(",") if f.strip()]
-        except ValueError:
-            raise AutosegError(
-                f"folds {folds!r} are not numbers", fix="use all, 0 or 0,2"
-            ) from None
-    elif isinstance(folds, int):
-        out = [folds]
-    else:
-        out = [int(f) for f in folds]
-    bad = [f for f in out if not 0 <= f < n_folds]
-    if bad or not out:
-        raise AutosegError(
-            f"fold {bad[0] if bad else folds} does not exist (folds 0..{n_folds - 1})",
-            fix="use all, or a fold number",
-        )
-    return out
 
 
 def select_trainer(
