@@ -115,6 +115,7 @@ def plan_and_train(
     budget times that trainer's step); None keeps the plan's."""
     from autoseg.choices import parse_folds
     from autoseg.evaluation.find_best import find_best
+    from autoseg.evaluation.validation import validate_fold
     from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan
     from autoseg.planning.planner import run_plan
@@ -170,7 +171,7 @@ def plan_and_train(
     preprocess_dataset(raw, root, configs=order, progress=progress)
     if num_workers is None:
         from autoseg.data.loader import default_loader_workers
-        from autoseg.training.trainer import pick_device
+        from autoseg.networks.device import pick_device
 
         num_workers = default_loader_workers(pick_device(device).type)
     which = "all folds" if folds == "all" else f"fold {folds}"
@@ -205,7 +206,8 @@ def plan_and_train(
                 resume=True,
                 n_folds=n_folds,
                 progress=progress,
+                validate=validate_fold,
             )
-    fold_list = None if folds == "all" else [int(f) for f in str(folds).split(",")]
+    fold_list = parse_folds(folds)  # "all": None, every trained fold
     inference = find_best(raw, root, configs=order, folds=fold_list, progress=progress)
     return PipelineResult(raw.name, plan_path, trained, inference)

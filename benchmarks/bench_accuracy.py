@@ -258,17 +258,13 @@ def summary_dice(summary: Mapping[str, Any]) -> float | None:
 def autoseg_metrics_document(per_case: Mapping[str, Mapping[int, Mapping[str, float]]]) -> dict:
     """``validation/metrics.json`` in autoseg's shape (``{"cases": {case: {label: metrics}}}``)
     so that ``accuracy_cv.fold_scores`` averages nnU-Net's predictions exactly as autoseg's."""
+    from autoseg.io.atomic import json_safe
+
     cases = {
-        case: {str(lab): {k: _finite(v) for k, v in m.items()} for lab, m in labels.items()}
+        case: {str(lab): {k: json_safe(v) for k, v in m.items()} for lab, m in labels.items()}
         for case, labels in per_case.items()
     }
     return {"cases": cases, "source": "autoseg.evaluation.metrics.compute_metrics"}
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def choose_autoseg_config(records: Sequence[Mapping[str, Any]], chosen: str | None) -> str | None:
@@ -684,7 +680,7 @@ def nnunet_fold(ctx: Context, fold: int, val_ids: Sequence[str]) -> dict[str, An
 
 def score_predictions(ctx: Context, fdir: Path, val_ids: Sequence[str]) -> dict[str, Any]:
     """nnU-Net's validation predictions against autoseg's reference files with autoseg's
-    ``compute_metrics`` (as ``autoseg.training.run.validate_fold`` scores its own)."""
+    ``compute_metrics`` (as ``autoseg.evaluation.validation.validate_fold`` scores its own)."""
     from autoseg.evaluation.metrics import compute_metrics
     from autoseg.io import list_cases, load_dataset_json, read_image
     from autoseg.paths import raw_dir

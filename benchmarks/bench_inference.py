@@ -458,6 +458,7 @@ def convert_phantom(
 
 def train_model(kind: Kind, args: argparse.Namespace, work: Path, config: str) -> Model:
     """Phantom -> convert -> time-budgeted plan -> preprocess -> a few iterations per fold."""
+    from autoseg.evaluation.validation import validate_fold
     from autoseg.planning.plan import load_plan
     from autoseg.planning.planner import run_plan
     from autoseg.training.run import options_from_plan, train
@@ -495,7 +496,9 @@ def train_model(kind: Kind, args: argparse.Namespace, work: Path, config: str) -
         f"{args.train_epochs} x {args.train_iterations} iterations",
         flush=True,
     )
-    train(raw.name, config, args.folds, root, options=options, progress=False)
+    train(
+        raw.name, config, args.folds, root, options=options, progress=False, validate=validate_fold
+    )
     return Model(kind, root, raw.name, config, list(args.folds), _plan_dict(root, raw.name))
 
 
@@ -591,9 +594,9 @@ def export_to_nnunet(model: Model, nnunet_results: Path) -> str:
     from autoseg.inference.predictor import trained_mirror_axes
     from autoseg.io import load_dataset_json
     from autoseg.io.nnunet import nnunet_folder_name
+    from autoseg.networks.checkpoint import load_checkpoint
     from autoseg.paths import preprocessed_dir, raw_dir
     from autoseg.planning.plan import plan_from_dict
-    from autoseg.training.checkpoint import load_checkpoint
 
     raw = raw_dir(model.root) / model.folder
     nn_name = nnunet_folder_name(raw)

@@ -12,7 +12,7 @@ leads to. The patch and widths are set here, not planned, so that every variant 
 same network whatever the machine's speed. Each (kind, fold, iterations, variant) trains
 ``iterations / 100`` epochs of 100 iterations with :class:`autoseg.training.Trainer` (the
 variant's optimizer and initial learning rate, poly decay, one torch thread) and runs the
-end-of-fold :func:`autoseg.training.run.validate_fold` (sliding window over the fold's
+end-of-fold :func:`autoseg.evaluation.validation.validate_fold` (sliding window over the fold's
 validation cases at their original geometry). The result is the mean validation Dice of the
 nerve, written to ``--json`` and printed as a table; documentation/planning.md ("Optimizer of a
 short schedule") has the figures behind ``planning.schedule.optimizer_rule``.
@@ -82,10 +82,11 @@ def run_one(
 ) -> dict:
     import torch
 
+    from autoseg.evaluation.validation import validate_fold
     from autoseg.io import list_cases, load_dataset_json
     from autoseg.planning.plan import load_plan
     from autoseg.preprocessing.preprocess import data_identifier
-    from autoseg.training.run import options_from_plan, setup_from_plan, validate_fold
+    from autoseg.training.run import options_from_plan, setup_from_plan
     from autoseg.training.splits import load_or_create_splits
     from autoseg.training.trainer import Trainer
 

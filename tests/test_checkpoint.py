@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autoseg.errors import AutosegError
-from autoseg.training.checkpoint import load_checkpoint, save_checkpoint
+from autoseg.networks.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip(tmp_path):

@@ -23,8 +23,8 @@ from autoseg.inference.model_io import (
     unsafe_member_name,
 )
 from autoseg.io import DatasetJson, load_dataset_json
+from autoseg.networks.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from autoseg.paths import resolve_dataset
-from autoseg.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 
 NAME = "901_SciaticMRI"
 PLAN = Path(__file__).resolve().parents[1] / "plans" / "sciatic_mri_256x256x40.plans.json"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from autoseg.errors import AutosegError
-from autoseg.inference.postprocess import (
+from autoseg.postprocessing.rules import (
     MIN_SIZE_FRACTION,
     apply_postprocessing,
     apply_rule,

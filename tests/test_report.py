@@ -186,7 +186,7 @@ def _embedded_pngs(page: Page) -> list[bytes]:
 def _expected_dice(root: Path, name: str, labels: tuple[int, ...] = (1,)) -> dict[str, float]:
     """Per-case Dice (mean over labels) of the chosen model, recomputed here from the raw
     validation files with the inference package's own post-processing."""
-    from autoseg.inference.postprocess import apply_postprocessing
+    from autoseg.postprocessing.rules import apply_postprocessing
 
     res, raw = root / "results" / name, root / "raw" / name
     info = json.loads((res / "inference.json").read_text())

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from autoseg.errors import AutosegError
-from autoseg.training.checkpoint import load_checkpoint
+from autoseg.networks.checkpoint import load_checkpoint
 from autoseg.training.trainer import (
     Trainer,
     TrainOptions,

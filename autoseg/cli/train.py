@@ -44,12 +44,13 @@ def _workers(args) -> int:
     if args.workers is not None:
         return int(args.workers)
     from autoseg.data.loader import default_loader_workers
-    from autoseg.training.trainer import pick_device
+    from autoseg.networks.device import pick_device
 
     return default_loader_workers(pick_device(args.device).type)
 
 
 def run(args) -> int:
+    from autoseg.evaluation.validation import validate_fold
     from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan
     from autoseg.training.run import options_from_plan, select_trainer, train
@@ -90,6 +91,7 @@ def run(args) -> int:
             overwrite=args.overwrite,
             n_folds=args.n_folds,
             progress=not args.no_progress,
+            validate=validate_fold,
         )
     finally:
         if distributed:

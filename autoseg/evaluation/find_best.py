@@ -29,7 +29,11 @@ from autoseg import __version__
 from autoseg.choices import parse_folds, parse_list
 from autoseg.errors import AutosegError
 from autoseg.evaluation.metrics import compute_metrics, dice, map_cases, read_label_map
-from autoseg.inference.postprocess import (
+from autoseg.io import load_dataset_json, write_json_atomic
+from autoseg.io.atomic import TMP_MARK
+from autoseg.layout import ResultsLayout
+from autoseg.paths import resolve_dataset, results_dir
+from autoseg.postprocessing.rules import (
     MIN_SIZE_FRACTION,
     RULE_K_LARGEST,
     RULE_LARGEST,
@@ -40,9 +44,6 @@ from autoseg.inference.postprocess import (
     min_size_from_training,
     min_size_rule,
 )
-from autoseg.io import load_dataset_json, write_json_atomic
-from autoseg.io.atomic import TMP_MARK
-from autoseg.paths import resolve_dataset, results_dir
 
 INFERENCE_FILE = "inference.json"
 SPLITS_FILE = "splits.json"
@@ -289,7 +290,8 @@ def discover(res: Path, configs: Sequence[str] | None, folds: Sequence[int] | No
             path=res / SPLITS_FILE,
             fix=f"use folds 0-{len(splits) - 1}",
         )
-    found = {c: {f: _npz_files(res / c / f"fold_{f}" / "validation") for f in folds} for c in names}
+    layout = ResultsLayout(res)
+    found = {c: {f: _npz_files(layout.validation_dir(c, f)) for f in folds} for c in names}
     expected: dict[int, set[str]] = {}
     for f in folds:
         if splits is not None:

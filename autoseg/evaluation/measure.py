@@ -40,8 +40,9 @@ import numpy as np
 
 from autoseg.errors import AutosegError
 from autoseg.evaluation.metrics import list_segmentations, map_cases, read_label_map
-from autoseg.evaluation.summary import json_safe, load_cohorts, write_csv
+from autoseg.evaluation.summary import load_cohorts, write_csv
 from autoseg.io import atomic_path, collapse_grey_rgb, read_image, write_json_atomic
+from autoseg.io.atomic import json_safe
 from autoseg.io.components import label_components
 from autoseg.io.image import EXTENSIONS_WITHOUT_SPACING, split_extension
 

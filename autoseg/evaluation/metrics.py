@@ -33,7 +33,6 @@ import numpy as np
 
 from autoseg.errors import AutosegError, case_of, failure_context, note_failure
 from autoseg.evaluation.summary import (
-    json_safe,
     load_cohorts,
     summarize,
     summary_table,
@@ -41,7 +40,7 @@ from autoseg.evaluation.summary import (
 )
 from autoseg.evaluation.surface import bounding_slices, distance_metrics, image_diagonal_mm
 from autoseg.io import Geometry, load_dataset_json, split_extension, write_json_atomic
-from autoseg.io.atomic import TMP_MARK
+from autoseg.io.atomic import TMP_MARK, json_safe
 from autoseg.io.components import label_components
 from autoseg.io.labels import read_label_map
 from autoseg.progress import progress_bar

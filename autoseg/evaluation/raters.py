@@ -51,9 +51,10 @@ from autoseg.evaluation.metrics import (
     present_labels,
     read_label_map,
 )
-from autoseg.evaluation.summary import describe, json_safe, load_cohorts, write_csv
+from autoseg.evaluation.summary import describe, load_cohorts, write_csv
 from autoseg.evaluation.surface import bounding_slices
 from autoseg.io import Geometry, split_extension, write_image, write_json_atomic
+from autoseg.io.atomic import json_safe
 
 METHODS = ("majority", "staple")
 ALPHA = 0.05

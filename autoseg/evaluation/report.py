@@ -38,6 +38,7 @@ from autoseg.evaluation.metrics import FAILURE_DICE, compute_metrics, map_cases,
 from autoseg.evaluation.summary import describe
 from autoseg.io import Case, DatasetJson, atomic_path, list_cases, load_dataset_json, read_image
 from autoseg.io.image import collapse_grey_rgb
+from autoseg.layout import ResultsLayout
 from autoseg.paths import parse_dataset_folder, preprocessed_dir, resolve_dataset, results_dir
 
 REPORT_FILE = "report.html"
@@ -288,14 +289,18 @@ def planned_epochs(plan: Any, config: str) -> int | None:
 
 def read_fold(res: Path, config: str, fold: int, plan: Any) -> FoldStatus:
     """State, log, curve and validation metrics of one fold."""
-    folder = res / config / f"fold_{fold}"
-    final = folder / "checkpoint_final.pt"
-    metrics_path = folder / "validation" / "metrics.json"
+    layout = ResultsLayout(res)
+    folder = layout.fold_dir(config, fold)
+    final = layout.checkpoint(config, fold)
+    metrics_path = layout.validation_metrics(config, fold)
     if metrics_path.is_file():
         state = "validated" if final.is_file() else "validated (checkpoint_final.pt deleted)"
     elif final.is_file():
         state = "trained, not validated"
-    elif (folder / "checkpoint_latest.pt").is_file() or (folder / "training_log.json").is_file():
+    elif (
+        layout.checkpoint(config, fold, "latest").is_file()
+        or layout.training_log(config, fold).is_file()
+    ):
         state = "running or interrupted"
     elif any((folder / "validation").glob("*.npz")):
         state = "validation outputs only"
@@ -560,7 +565,7 @@ def segment_case(job: CaseJob) -> tuple[np.ndarray, np.ndarray, tuple[float, ...
             probs = _load_probabilities(p, ref.shape).astype(np.float32)
             total = probs if total is None else total + probs
         seg = np.argmax(total, axis=0).astype(np.uint8)  # ties: the lower class
-    from autoseg.inference.postprocess import apply_postprocessing  # as find-best does
+    from autoseg.postprocessing.rules import apply_postprocessing  # as find-best does
 
     rules = {str(lab): dict(rule) for lab, rule in job.postprocessing}
     return apply_postprocessing(seg, rules, spacing), ref, spacing
@@ -613,7 +618,7 @@ def case_jobs(data: ReportData, source: Source) -> list[CaseJob]:
     )
     jobs = []
     for case, fold in source.case_fold.items():
-        val = [data.res / c / f"fold_{fold}" / "validation" for c in source.configs]
+        val = [ResultsLayout(data.res).validation_dir(c, fold) for c in source.configs]
         jobs.append(
             CaseJob(
                 case=case,

@@ -154,21 +154,6 @@ def write_csv(
     return path
 
 
-def json_safe(obj: Any) -> Any:
-    """Copy of ``obj`` with NaN/inf floats as None and numpy scalars as Python numbers."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 # --------------------------------------------------------------------------------------------
 # Cohorts
 

@@ -13,7 +13,7 @@ A model zip comes from someone else, so importing trusts nothing in it: names ar
 before anything is written (no absolute paths, no ``..``, no links, nothing the manifest does
 not list), every file is hashed while it is extracted into a private staging folder, every
 JSON file is validated, and every checkpoint is opened with ``torch.load(weights_only=True)``
-(:func:`autoseg.training.checkpoint.load_checkpoint`), which refuses pickled objects that
+(:func:`autoseg.networks.checkpoint.load_checkpoint`), which refuses pickled objects that
 could run code. Only then are the files moved into place.
 """
 
@@ -37,6 +37,7 @@ from autoseg.choices import parse_folds, parse_list
 from autoseg.errors import AutosegError
 from autoseg.io import atomic_path, load_dataset_json
 from autoseg.io.atomic import TMP_MARK
+from autoseg.layout import FINAL, ResultsLayout
 from autoseg.paths import (
     data_root,
     parse_dataset_folder,
@@ -51,7 +52,7 @@ MANIFEST = "model.json"
 PLANS = "plans.json"
 DATASET = "dataset.json"
 INFERENCE = "inference.json"
-CHECKPOINT = "checkpoint_final.pt"
+CHECKPOINT = FINAL  # inside an exported zip too: <config>/fold_<k>/checkpoint_final.pt
 JSON_FILES = (PLANS, DATASET, INFERENCE)
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists ~ 30 files; 1 MiB is generous
 _CHUNK = 1 << 20
@@ -69,11 +70,7 @@ _FIX_IMPORT = "ask the sender for a fresh export made with 'autoseg export-model
 
 
 def _trained_folds(config_dir: Path) -> set[int]:
-    return {
-        int(p.name[5:])
-        for p in config_dir.glob("fold_*")
-        if p.name[5:].isdigit() and (p / CHECKPOINT).is_file()
-    }
+    return set(ResultsLayout(config_dir.parent).trained_folds(config_dir.name))
 
 
 def _with_localisers(configs: list[str], plan: Any) -> list[str]:
@@ -134,8 +131,8 @@ def export_model(
     trained for every configuration when there is no inference.json). A ``crop``
     configuration brings its localiser along.
     """
+    from autoseg.networks.checkpoint import load_checkpoint
     from autoseg.planning.plan import load_plan
-    from autoseg.training.checkpoint import load_checkpoint
 
     raw = resolve_dataset(dataset, root)
     name = raw.name
@@ -185,7 +182,7 @@ def export_model(
     checkpoints: list[tuple[str, Path]] = []
     for c in all_configs:
         for f in fold_list:
-            path = res / c / f"fold_{f}" / CHECKPOINT
+            path = ResultsLayout(res).checkpoint(c, f)
             if not path.is_file():
                 raise AutosegError(
                     f"configuration {c} fold {f} has no final checkpoint",
@@ -431,9 +428,9 @@ def _same_id_elsewhere(name: str, root: str | os.PathLike | None) -> list[str]:
 
 def _validate_staged(zip_path: Path, staging: Path, manifest: dict[str, Any]) -> None:
     """JSON files parse and agree with each other; every checkpoint loads weights-only."""
-    from autoseg.inference.postprocess import validate_rule
+    from autoseg.networks.checkpoint import load_checkpoint
     from autoseg.planning.plan import load_plan
-    from autoseg.training.checkpoint import load_checkpoint
+    from autoseg.postprocessing.rules import validate_rule
 
     ds = load_dataset_json(staging)
     plan = load_plan(staging / PLANS)

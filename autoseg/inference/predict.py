@@ -24,6 +24,7 @@ import numpy as np
 from autoseg.errors import AutosegError, failure_context
 from autoseg.io import write_image, write_json_atomic
 from autoseg.io.image import is_image_file, split_extension
+from autoseg.layout import ResultsLayout
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 # Output extension per input extension (lower case).
@@ -209,9 +210,9 @@ def load_predictor(
     """A :class:`Predictor` for a trained dataset: ``inference.json``'s choice by default.
     ``amp=False`` predicts in float32 (see ``networks.precision.autocast_dtype``)."""
     from autoseg.inference.predictor import Predictor, load_fold_models
+    from autoseg.networks.device import pick_device
     from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan
-    from autoseg.training.trainer import pick_device
 
     raw = resolve_dataset(dataset, root)
     name = raw.name
@@ -263,11 +264,7 @@ def load_predictor(
 
 
 def _trained_folds(config_dir: Path) -> list[int]:
-    folds = sorted(
-        int(p.name.split("_")[1])
-        for p in config_dir.glob("fold_*")
-        if (p / "checkpoint_final.pt").is_file()
-    )
+    folds = ResultsLayout(config_dir.parent).trained_folds(config_dir.name)
     if not folds:
         raise AutosegError(
             "no trained fold (checkpoint_final.pt) found",

@@ -27,8 +27,9 @@ from autoseg.errors import AutosegError
 from autoseg.inference.sliding_window import WindowSpec, predict_sliding_window, tta_mirror_axes
 from autoseg.io import Geometry
 from autoseg.io.components import label_components
+from autoseg.layout import ResultsLayout
 from autoseg.networks import build_network
-from autoseg.training.checkpoint import load_checkpoint
+from autoseg.networks.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -92,7 +93,8 @@ def load_fold_models(
     """Build each fold's network from its checkpoint (weights only; never runs code)."""
     models = []
     for fold in folds:
-        path = Path(results_config_dir) / f"fold_{fold}" / f"checkpoint_{checkpoint}.pt"
+        folder = Path(results_config_dir)
+        path = ResultsLayout(folder.parent).checkpoint(folder.name, fold, checkpoint)
         state = load_checkpoint(path, map_location="cpu")
         net = build_network(json.loads(state["arch"]))
         net.load_state_dict(state["model"])
@@ -302,7 +304,7 @@ class Predictor:
         probs = np.mean(all_probs, axis=0).astype(np.float32)
         seg = np.argmax(probs, axis=0).astype(np.uint8)
         if self.postprocessing:
-            from autoseg.inference.postprocess import apply_postprocessing
+            from autoseg.postprocessing.rules import apply_postprocessing
 
             seg = apply_postprocessing(seg, self.postprocessing, geometry.spacing_zyx)
         flags = self.quality_flags(seg, probs, all_folds, geometry)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 TMP_MARK = ".partial-"
 
@@ -35,6 +38,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def json_safe(obj: Any) -> Any:
+    """Copy of ``obj`` that JSON can hold strictly (:func:`write_json_atomic` refuses NaN):
+    NaN/inf floats as None (a Dice of two empty masks, a distance to nothing), numpy scalars
+    as Python numbers, paths as strings, mapping keys as strings. The one copy of this rule
+    (training logs, validation scores, metrics, measurements and raters use it)."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int = 2) -> None:

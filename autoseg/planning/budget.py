@@ -317,7 +317,7 @@ def validation_mirroring(device_type: str) -> bool:
     time the folds need to learn (on the demo's thigh phantom, validation alone outgrew a 1-min
     fold); it changes the out-of-fold Dice by a little only, while ``autoseg predict`` still
     mirrors by default. On a GPU the validation is cheap and mirrors, as nnU-Net does. The
-    trainer applies the same rule (autoseg.training.run.validate_fold).
+    trainer applies the same rule (autoseg.evaluation.validation.validate_fold).
     """
     return device_type != "cpu"
 

@@ -9,21 +9,21 @@ the probabilities so that find-best can compare and ensemble configurations out 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from autoseg.choices import parse_folds
 from autoseg.errors import AutosegError, failure_context
-from autoseg.io import list_cases, load_dataset_json, write_image, write_json_atomic
-from autoseg.io.atomic import atomic_path
+from autoseg.io import list_cases, load_dataset_json
+from autoseg.layout import ResultsLayout
 from autoseg.training.splits import load_or_create_splits
 from autoseg.training.trainer import FINAL, LATEST, TRAINERS, Trainer, TrainOptions, TrainSetup
+
+FoldValidator = Callable[..., Any]
+"""``(raw, plan, config, fold, results, *, root, progress, device) -> scores``, after a fold."""
 
 
 def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
@@ -137,12 +137,11 @@ def select_trainer(
 
 
 def fold_dir(results: Path, config: str, fold: int) -> Path:
-    return results / config / f"fold_{fold}"
+    return ResultsLayout(results).fold_dir(config, fold)
 
 
 def fold_is_done(results: Path, config: str, fold: int) -> bool:
-    d = fold_dir(results, config, fold)
-    return (d / FINAL).is_file() and (d / "validation" / "metrics.json").is_file()
+    return ResultsLayout(results).fold_is_done(config, fold)
 
 
 def train(
@@ -156,9 +155,13 @@ def train(
     overwrite: bool = False,
     n_folds: int = 5,
     progress: bool = True,
+    validate: FoldValidator | None = None,
 ) -> list[Path]:
-    """Train (and validate) folds of one configuration; returns the fold folders. ``folds``
-    None: the plan's (``schedule.folds``; every fold when it names none)."""
+    """Train folds of one configuration, each then checked by ``validate`` (the command line
+    and the pipeline pass :func:`autoseg.evaluation.validation.validate_fold`: predict the
+    fold's validation cases, score them); returns the fold folders. ``folds`` None: the
+    plan's (``schedule.folds``; every fold when it names none). Training does not import the
+    predictor: validation belongs to the stages above it."""
     from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
     from autoseg.planning.plan import load_plan
     from autoseg.preprocessing.preprocess import data_identifier, preprocess_dataset
@@ -210,9 +213,9 @@ def train(
                 trainer.fit(resume=resume)
             if lines is not None:
                 lines.flush()
-        validate_fold(
-            raw, plan, config, fold, results, root=root, progress=progress, device=options.device
-        )
+        if validate is not None:
+            dev = options.device
+            validate(raw, plan, config, fold, results, root=root, progress=progress, device=dev)
     return out
 
 
@@ -265,87 +268,3 @@ class EpochLines:
             )
         stream.flush()
         self.seen = len(log)
-
-
-def validate_fold(
-    raw: Path,
-    plan: Any,
-    config: str,
-    fold: int,
-    results: Path,
-    *,
-    root: str | os.PathLike | None = None,
-    tta: bool | None = None,
-    progress: bool = True,
-    device: str = "auto",
-) -> dict[str, Any]:
-    """Predict the fold's validation cases at original geometry; save labels, probabilities
-    (float16) and per-case metrics. ``tta=None``: mirror unless the plan is a time-budgeted
-    CPU plan (the planner's rule, :func:`autoseg.planning.budget.validation_mirroring`)."""
-    from autoseg.evaluation.metrics import compute_metrics
-    from autoseg.inference.predictor import Predictor, load_fold_models
-    from autoseg.io import read_image
-    from autoseg.preprocessing.preprocess import read_case
-    from autoseg.progress import progress_bar
-    from autoseg.training.trainer import pick_device
-
-    if tta is None:
-        from autoseg.planning.budget import validation_mirroring
-
-        budgeted = plan.schedule.source == "time_budget"
-        tta = not budgeted or validation_mirroring(plan.device.type)
-    splits = json.loads((results / "splits.json").read_text(encoding="utf-8"))
-    val_ids = splits[fold]["val"]
-    dev = pick_device(device)
-    models = {config: load_fold_models(results / config, config, [fold], device=dev)}
-    localisers = {}
-    crop = plan.configurations[config].crop
-    if crop is not None:
-        if not (fold_dir(results, crop.localiser, fold) / FINAL).is_file():
-            raise AutosegError(
-                f"the crop configuration is validated with its localiser {crop.localiser!r}, "
-                f"whose fold {fold} is not trained",
-                path=fold_dir(results, crop.localiser, fold),
-                fix=f"train {crop.localiser} first (plan-and-train does this in order)",
-            )
-        localisers[crop.localiser] = load_fold_models(
-            results / crop.localiser, crop.localiser, [fold], device=dev
-        )
-    predictor = Predictor(plan, models, device=dev, tta=tta, localisers=localisers)
-    ds = load_dataset_json(raw)
-    cases = {c.case_id: c for c in list_cases(raw, ds)}
-    out = fold_dir(results, config, fold) / "validation"
-    out.mkdir(parents=True, exist_ok=True)
-    labels = sorted(v for v in plan.labels.values() if v != 0)
-    per_case: dict[str, Any] = {}
-    step = f"validate {config} fold {fold}"
-    for case_id in progress_bar(val_ids, desc=step, unit="case", disable=not progress):
-        with failure_context(step, case_id):
-            case = cases[case_id]
-            image, geometry, _ = read_case(case.images)
-            seg, probs, _ = predictor.predict(image, geometry)
-            write_image(out / f"{case_id}{ds.file_ending}", seg, geometry)
-            with atomic_path(out / f"{case_id}.npz") as tmp, open(tmp, "wb") as fh:
-                np.savez_compressed(fh, probabilities=probs.astype(np.float16))
-            ref = read_image(case.label)
-            metrics = compute_metrics(seg, ref.array, ref.geometry.spacing_zyx, labels)
-        per_case[case_id] = {str(k): v for k, v in metrics.items()}
-    mean_dice = {
-        str(lab): float(np.nanmean([per_case[c][str(lab)]["dice"] for c in per_case]))
-        for lab in labels
-    }
-    summary = {"config": config, "fold": fold, "mean_dice": mean_dice, "cases": per_case}
-    write_json_atomic(out / "metrics.json", _finite(summary))
-    return summary
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj

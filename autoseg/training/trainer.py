@@ -31,16 +31,14 @@ import torch
 from torch import nn
 
 from autoseg.errors import AutosegError
-from autoseg.io.atomic import write_json_atomic
+from autoseg.io.atomic import json_safe, write_json_atomic
+from autoseg.layout import BEST, FINAL, LATEST
 from autoseg.networks import build_network
+from autoseg.networks.checkpoint import load_checkpoint, save_checkpoint
+from autoseg.networks.device import pick_device
 from autoseg.planning.plan import SGD_LR, SGD_WEIGHT_DECAY
 from autoseg.registry import Registry
-from autoseg.training.checkpoint import load_checkpoint, save_checkpoint
 from autoseg.training.losses import DeepSupervisionLoss, build_loss, downsample_target
-
-LATEST = "checkpoint_latest.pt"
-BEST = "checkpoint_best.pt"
-FINAL = "checkpoint_final.pt"
 
 
 @dataclass
@@ -90,14 +88,6 @@ class TrainOptions:
     lr_per_iteration: bool = False  # poly decay every iteration (True) or every epoch
     weight_ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
     channels_last: bool = False  # the channels-last layout (the plan's, when it was faster)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AutosegError("--device cuda asked for, but no CUDA GPU is visible", fix="use cpu")
-    return torch.device(name)
 
 
 def poly_lr(initial: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
@@ -542,7 +532,7 @@ class Trainer:
             self.best_ema = entry["pseudo_dice_ema"]
             save_checkpoint(self.out_dir / BEST, self.state())
         save_checkpoint(self.out_dir / LATEST, self.state())
-        write_json_atomic(self.out_dir / "training_log.json", _json_safe(self.log))
+        write_json_atomic(self.out_dir / "training_log.json", json_safe(self.log))
         from autoseg.training.curves import plot_training_curves
 
         with contextlib.suppress(Exception):  # a plot must never stop training
@@ -553,16 +543,6 @@ class Trainer:
         d["world_size"] = self.world_size
         d["device"] = str(self.device)
         return d
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _dist_rank_world() -> tuple[int, int]:
