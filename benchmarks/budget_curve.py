@@ -258,39 +258,105 @@ def summarize(records: Sequence[dict]) -> list[Result]:
     return rows
 
 
-def plot(records: Sequence[dict], path: Path) -> None:
-    """Test Dice against the budget (log scale), one line per dataset and label."""
+# Issue 15's goal on the usgra-seg test images, drawn as dotted lines.
+GOALS = {"usgra_seg": {"nerve": 0.75, "vessel": 0.80}}
+LABEL_NAMES = (("1", "nerve"), ("2", "vessel"))
+
+
+def plot(records: Sequence[dict], path: Path, peers: Sequence[dict] = ()) -> None:
+    """Test Dice against the budget (log scale), one line per dataset and label, the hold-out
+    estimate dashed, the goals dotted; ablation variants (``x``) and nnU-Net peers (squares,
+    ``peers``: nnunet_peer.py's records) as single points at their budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    curves = {}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    curves: dict[str, list[tuple[float, float]]] = {}
+    singles: list[tuple[str, float, float, str]] = []  # (curve key, minutes, Dice, text)
     for r in records:
-        if r["variant"] != "autoseg":
-            continue
-        for label, name in (("1", "nerve"), ("2", "vessel")):
-            if label in r["test"]["mean"]:
-                key = f"{r['dataset']} {name}"
-                curves.setdefault(key, []).append((r["budget_s"] / 60, r["test"]["mean"][label]))
-        key = f"{r['dataset']} estimate"
-        if r["estimate"]["dice"] is not None:
-            curves.setdefault(key, []).append((r["budget_s"] / 60, r["estimate"]["dice"]))
+        minutes = r["budget_s"] / 60
+        for label, name in LABEL_NAMES:
+            if label not in r["test"]["mean"]:
+                continue
+            key, dice_ = f"{r['dataset']} {name}", r["test"]["mean"][label]
+            if r["variant"] == "autoseg":
+                curves.setdefault(key, []).append((minutes, dice_))
+            else:
+                singles.append((key, minutes, dice_, r["variant"]))
+        if r["variant"] == "autoseg" and r["estimate"]["dice"] is not None:
+            key = f"{r['dataset']} estimate (hold-out / CV, both labels)"
+            curves.setdefault(key, []).append((minutes, r["estimate"]["dice"]))
+    colors = {}
     for key, pts in sorted(curves.items()):
         pts.sort()
-        style = "--" if key.endswith("estimate") else "-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=key)
+        style = "--" if "estimate" in key else "-"
+        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=key)
+        colors[key] = line.get_color()
+    for dataset, goals in GOALS.items():
+        for name, goal in goals.items():
+            key = f"{dataset} {name}"
+            if key in colors:
+                ax.axhline(goal, ls=":", lw=1, color=colors[key])
+                ax.annotate(
+                    f"goal {name} {goal:g}",
+                    (0.01, goal),
+                    xycoords=("axes fraction", "data"),
+                    fontsize=7,
+                    color=colors[key],
+                    va="bottom",
+                )
+    for key, minutes, dice_, text in singles:
+        ax.scatter([minutes], [dice_], marker="x", color=colors.get(key, "k"), zorder=3)
+        ax.annotate(text, (minutes, dice_), fontsize=6, xytext=(4, -3), textcoords="offset points")
+    for rec in peers:
+        for label, name in LABEL_NAMES:
+            key = f"{rec.get('dataset', 'usgra_seg')} {name}"
+            if label in rec["test"]["mean"]:
+                dice_ = rec["test"]["mean"][label]
+                ax.scatter(
+                    [rec["budget_s"] / 60],
+                    [dice_],
+                    marker="s",
+                    facecolors="none",
+                    edgecolors=colors.get(key, "k"),
+                    zorder=3,
+                )
+                ax.annotate(
+                    f"nnU-Net {rec['system']}",
+                    (rec["budget_s"] / 60, dice_),
+                    fontsize=6,
+                    xytext=(-4, 4),
+                    textcoords="offset points",
+                    ha="right",
+                )
     ax.set_xscale("log")
+    ticks = sorted({p[0] for pts in curves.values() for p in pts})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("time budget of the whole run (min, one CPU core)")
     ax.set_ylabel("Dice on images no decision saw")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def load_peers(paths: Sequence[Path]) -> list[dict]:
+    """nnU-Net's records from ``nnunet_peer.py`` result files (``extra.nnunet``), each with
+    the dataset; files that do not exist are skipped."""
+    out = []
+    for p in paths:
+        if Path(p).is_file():
+            doc = json.loads(Path(p).read_text(encoding="utf-8"))
+            extra = doc.get("extra", doc)
+            for rec in extra.get("nnunet", {}).values():
+                out.append({**rec, "dataset": extra.get("dataset", rec.get("dataset"))})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "budget_curve.json")
     parser.add_argument(
         "--plot", type=Path, default=REPO / "documentation" / "figures" / "budget_curve.png"
+    )
+    parser.add_argument(
+        "--peers", nargs="*", type=Path, default=[], help="nnunet_peer.py result files to plot"
+    )
+    parser.add_argument(
+        "--plot-only", action="store_true", help="collect finished points and plot; run none"
     )
     parser.add_argument("--run", nargs=5, metavar=("DATASET", "BUDGET", "VARIANT", "ROOT", "SRC"))
     args = parser.parse_args(argv)
@@ -330,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     for dataset, budget, variant in todo:
         root = work / dataset / f"{variant}_{budget}"
         record_path = root / "record.json"
+        if not record_path.is_file() and args.plot_only:
+            continue
         if not record_path.is_file():
             root.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, __file__, "--run", dataset, budget, variant, str(root)]
@@ -355,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if records:
         write_results(args.json, "budget_curve", summarize(records), extra={"points": records})
-        plot(records, args.plot)
+        plot(records, args.plot, load_peers(args.peers))
         print(f"wrote {args.json} and {args.plot}")
     return 0
 

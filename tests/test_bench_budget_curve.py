@@ -90,3 +90,29 @@ def test_summary_rows_and_plot(tmp_path):
     bc.plot([record, {**record, "budget": "5m", "budget_s": 300.0}], tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
     json.dumps([r.to_dict() for r in rows])
+
+
+def test_plot_draws_ablation_points_and_nnunet_peers_read_from_their_result_files(tmp_path):
+    record = {
+        "dataset": "usgra_seg",
+        "budget_s": 1500.0,
+        "variant": "autoseg",
+        "test": {"mean": {"1": 0.6, "2": 0.8}},
+        "estimate": {"dice": 0.62},
+    }
+    peer_file = tmp_path / "peer.json"
+    peer_file.write_text(
+        json.dumps(
+            {
+                "dataset": "usgra_seg",
+                "nnunet": {
+                    "peer": {"system": "peer", "budget_s": 1500.0, "test": {"mean": {"1": 0.5}}}
+                },
+            }
+        )
+    )
+    peers = bc.load_peers([peer_file, tmp_path / "missing.json"])
+    assert [(p["system"], p["dataset"]) for p in peers] == [("peer", "usgra_seg")]
+    records = [record, {**record, "budget_s": 300.0}, {**record, "variant": "float32"}]
+    bc.plot(records, tmp_path / "c.png", peers)
+    assert (tmp_path / "c.png").stat().st_size > 1000
