@@ -49,13 +49,10 @@ from autoseg.data.augment import AugmentationProfile, Augmenter, get_profile, sp
 from autoseg.data.dataset import CaseStore
 from autoseg.data.sampler import PatchGeometry, clear_scratch, jitter_voxels, sample_patch
 from autoseg.errors import AutosegError
+from autoseg.io.anisotropy import is_anisotropic
 
 _FIX_PLAN = "correct the configuration in plans.json (plans/README.md describes every field)"
 
-# Spacing ratio above which a 3D configuration gets in-plane-only spatial augmentation when
-# the plan does not say: nnU-Net's threshold (3) — beyond it, rotating out of plane mixes
-# voxels 3x further apart than in-plane ones.
-ANISOTROPY_THRESHOLD = 3.0
 _GEOMETRIC_PROFILES = ("2d", "2.5d", "3d", "3d_anisotropic")
 
 
@@ -149,7 +146,8 @@ class LoaderConfig:
         spacing = c.get("spacing")
         spacing = tuple(float(s) for s in spacing) if spacing else None
         if anisotropic is False and dim == 3 and spacing and not geometric:
-            anisotropic = max(spacing) / min(spacing) > ANISOTROPY_THRESHOLD
+            # in-plane-only augmentation when the plan does not say (autoseg.io.anisotropy)
+            anisotropic = is_anisotropic(spacing)
         crop = c.get("crop")
         window = None
         if isinstance(crop, Mapping) and crop.get("window_voxels"):

@@ -9,12 +9,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from autoseg.io.anisotropy import ANISOTROPY_RATIO, anisotropy_ratio
 from autoseg.planning.plan import Resampling
 
-# nnU-Net's threshold: above a 3:1 spacing ratio, a voxel is a thin slab rather than a cube,
-# spline interpolation across slabs invents structure, and in-plane and through-plane context
-# must be treated differently (resampling, pooling, augmentation).
-ANISOTROPY_THRESHOLD = 3.0
+# nnU-Net's threshold (3:1), one for every stage: autoseg.io.anisotropy.
+ANISOTROPY_THRESHOLD = ANISOTROPY_RATIO
 # The thick axis' target is the 10th percentile of its spacings (not the median) for
 # anisotropic data with few slices: the median would throw away through-plane resolution of the
 # finer half of the cases, the 10th percentile keeps it for ~90 % of them while the finest few
@@ -24,11 +23,6 @@ THICK_AXIS_PERCENTILE = 10.0
 
 def _fmt(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
-
-
-def anisotropy_ratio(spacing: Sequence[float]) -> float:
-    """Largest over smallest spacing: 3.0 / 0.75 = 4.0 for a 0.75 x 0.75 x 3 mm MRI."""
-    return float(max(spacing) / min(spacing))
 
 
 def thick_axis(spacing: Sequence[float], threshold: float = ANISOTROPY_THRESHOLD) -> int | None:

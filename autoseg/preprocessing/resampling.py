@@ -23,10 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.ndimage as ndi
 
-# nnU-Net's threshold: with a spacing ratio above 3 (e.g. 0.5 x 0.5 x 4 mm MRI stacks) the
-# thick axis is treated separately, because interpolating across 3-4 mm slices with a cubic
-# spline invents structure (overshoot, ghost edges) that is not in the scan.
-ANISOTROPY_RATIO = 3.0
+from autoseg.io.anisotropy import ANISOTROPY_RATIO, is_anisotropic
+
 # Above this many matrix entries (16 MB of float32; a 4000 -> 5000 axis would need 80 MB) an
 # axis is resampled with scipy instead of a dense matrix.
 MAX_MATRIX_ENTRIES = 4_000_000
@@ -41,11 +39,6 @@ def compute_new_shape(
     return tuple(
         max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, new_spacing, strict=True)
     )
-
-
-def is_anisotropic(spacing: Sequence[float], ratio: float = ANISOTROPY_RATIO) -> bool:
-    """max(spacing) / min(spacing) > ratio (3 by default, nnU-Net's rule)."""
-    return max(spacing) / min(spacing) > ratio
 
 
 def thick_axis(
