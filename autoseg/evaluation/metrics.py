@@ -20,18 +20,15 @@ in the ``*_filled`` distance columns, whose means are therefore always defined.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
-import sys
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from autoseg.errors import AutosegError, case_of, failure_context, note_failure
+from autoseg.errors import AutosegError
 from autoseg.evaluation.summary import (
     load_cohorts,
     summarize,
@@ -43,7 +40,7 @@ from autoseg.io import Geometry, load_dataset_json, split_extension, write_json_
 from autoseg.io.atomic import TMP_MARK, json_safe
 from autoseg.io.components import label_components
 from autoseg.io.labels import read_label_map
-from autoseg.progress import progress_bar
+from autoseg.io.parallel import map_cases
 
 FAILURE_DICE = 0.5
 """Dice below this is a failed case (the sciatic-nerve MRN study's definition of failure)."""
@@ -100,9 +97,6 @@ HIGHER_IS_BETTER = {
     "det_recall": True,
     "failure": False,
 }
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,61 +325,6 @@ def parse_labels(text: str | Sequence[int] | None) -> list[int] | None:
 
 # --------------------------------------------------------------------------------------------
 # Parallel map
-
-
-def default_workers() -> int:
-    """min(4, usable CPUs): each case costs a read plus milliseconds of numpy; more processes
-    than 4 mostly compete for the disk."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
-
-
-def map_cases(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    *,
-    num_workers: int | None,
-    progress: bool,
-    desc: str,
-) -> list[R]:
-    """``[fn(x) for x in items]``, in forked worker processes when worthwhile, with tqdm.
-
-    Fork (Linux) needs no ``__main__`` guard in users' scripts; workers run numpy/scipy/ITK
-    only. The first error cancels the rest and is re-raised (AutosegError keeps its message;
-    another exception is marked with ``desc`` and the item's case for the CLI's error line).
-    """
-    workers = default_workers() if num_workers is None else int(num_workers)
-    results: list[Any] = [None] * len(items)
-    bar = progress_bar(total=len(items), desc=desc, unit="case", disable=not progress)
-    try:
-        if workers <= 1 or len(items) <= 1:
-            for i, item in enumerate(items):
-                with failure_context(desc, case_of(item)):
-                    results[i] = fn(item)
-                bar.update()
-            return results
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        ctx = multiprocessing.get_context(method)
-        with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for f in done:
-                    exc = f.exception()
-                    if exc is not None:
-                        for other in pending:
-                            other.cancel()
-                        note_failure(exc, desc, case_of(items[futures[f]]))
-                        raise exc
-                    results[futures[f]] = f.result()
-                    bar.update()
-        return results
-    finally:
-        bar.close()
 
 
 # --------------------------------------------------------------------------------------------

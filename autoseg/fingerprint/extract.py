@@ -16,17 +16,14 @@ result does not depend on the number of workers.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import sys
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from autoseg.errors import AutosegError, case_of, failure_context, note_failure
+from autoseg.errors import AutosegError
 from autoseg.fingerprint.modality import channel_modalities
 from autoseg.fingerprint.schema import FINGERPRINT_FILE, SCHEMA_VERSION, load_fingerprint
 from autoseg.io import (
@@ -40,18 +37,14 @@ from autoseg.io import (
 )
 from autoseg.io.components import label_components
 from autoseg.io.labels import as_label_map
+from autoseg.io.parallel import default_workers, map_cases
 from autoseg.paths import dataset_name, preprocessed_dir, resolve_dataset
-from autoseg.progress import progress_bar
 
 MAX_SAMPLES_PER_CASE = 10_000
 # Grids the labels are sent to and back (coarser by these factors along the fine axes) to
 # measure what a coarser training grid costs even a perfect network (:func:`coarsening_dice`).
 COARSENING_FACTORS = (1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 SAMPLE_SEED = 1234
-MAX_DEFAULT_WORKERS = 4
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,73 +447,6 @@ def aggregate(
 # --------------------------------------------------------------------------------------------
 # Running over a dataset
 # --------------------------------------------------------------------------------------------
-
-
-def default_workers() -> int:
-    """min(4, usable CPUs): reading is I/O- and zlib-bound; more processes than 4 mostly
-    compete for the disk and for memory (each holds one case's arrays)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(MAX_DEFAULT_WORKERS, cpus))
-
-
-def _mp_context() -> multiprocessing.context.BaseContext:
-    """``fork`` on Linux, ``spawn`` elsewhere.
-
-    Fork starts workers in milliseconds with everything already imported: on the 20-case
-    benchmark (2 cores) a forked pool takes 0.13 s in all where ``forkserver`` takes 0.2-0.3 s,
-    about what the whole job costs serially. It also works from a plain user script without an
-    ``if __name__ == "__main__":`` guard, which spawn/forkserver re-import and crash on. The
-    workers only read files and run numpy/ITK/cc3d code, never torch or OpenMP, so threads
-    the caller may own are not touched in the child (ITK re-creates its pool after fork).
-    """
-    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
-
-
-def map_cases(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    *,
-    num_workers: int,
-    progress: bool,
-    desc: str,
-) -> list[R]:
-    """``[fn(x) for x in items]`` in worker processes, results in input order, with tqdm.
-
-    The first error cancels what has not started and is re-raised (an AutosegError from a
-    worker keeps its message).
-    """
-    results: list[Any] = [None] * len(items)
-    bar = progress_bar(total=len(items), desc=desc, unit="case", disable=not progress)
-    try:
-        if num_workers <= 1 or len(items) <= 1:
-            for i, item in enumerate(items):
-                with failure_context(desc, case_of(item)):
-                    results[i] = fn(item)
-                bar.update()
-            return results
-        workers = min(num_workers, len(items))
-        with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for f in done:
-                    exc = f.exception()
-                    if exc is not None:
-                        for p in pending:
-                            p.cancel()
-                        note_failure(exc, desc, case_of(items[futures[f]]))
-                        raise exc
-                    results[futures[f]] = f.result()
-                    bar.update()
-        return results
-    finally:
-        bar.close()
 
 
 class _CaseTask:

@@ -64,6 +64,7 @@ from autoseg.io.pairing import (
     read_kaggle,
     read_msd,
 )
+from autoseg.io.parallel import default_workers
 from autoseg.io.verify import Problem, value_counts, verify_dataset
 from autoseg.paths import (
     dataset_folder_name,
@@ -660,10 +661,6 @@ def _write_job(job: tuple[SourceCase, Path, _Settings]) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Running over cases
 # ---------------------------------------------------------------------------------------------
-
-
-def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
 
 
 def _run(

@@ -30,6 +30,7 @@ from autoseg.io.atomic import TMP_MARK
 from autoseg.io.dataset import Case, DatasetJson, list_cases, list_test_cases, load_dataset_json
 from autoseg.io.image import Geometry, ImageData, read_image, split_extension
 from autoseg.io.nifti import nifti_stored_non_finite
+from autoseg.io.parallel import default_workers
 from autoseg.progress import progress_bar
 
 SEVERITIES = ("error", "warning")
@@ -630,10 +631,6 @@ def unused_label_problems(
 
 # --------------------------------------------------------------------------------------------
 # Running the per-case checks
-
-
-def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
 
 
 def _check_cases(

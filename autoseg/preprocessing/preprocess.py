@@ -24,6 +24,7 @@ from autoseg import __version__
 from autoseg.errors import AutosegError, failure_context
 from autoseg.io import Case, Geometry, atomic_path, collapse_grey_rgb, read_image
 from autoseg.io.atomic import write_json_atomic
+from autoseg.io.parallel import default_workers
 from autoseg.preprocessing.cropping import crop_to_nonzero, nonzero_mask
 from autoseg.preprocessing.normalization import ChannelNormalization, normalize_image
 from autoseg.preprocessing.resampling import (
@@ -404,12 +405,6 @@ def _run_task(task: _Task) -> str:
         )
         write_case(out_dir, result)
     return "done"
-
-
-def default_workers() -> int:
-    """min(4, CPUs): preprocessing is memory-bound beyond ~4 processes (nnU-Net's default is
-    8, but a 320x320x60 case with its float64 temporaries needs ~0.5 GB per worker)."""
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def remove_stale_cases(out_dir: Path, keep: set[str]) -> int:
