@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_trainer import _options, _setup, synthetic_loader
 
+from autoseg.networks.registry import NETWORKS
 from autoseg.training.losses import LOSSES, build_loss
 from autoseg.training.trainer import TRAINERS
 
@@ -22,7 +23,7 @@ def _examples() -> list[str]:
 @pytest.fixture
 def registries():
     """Put the registries back as they were: the examples register for good."""
-    saved = [(reg, dict(reg._items)) for reg in (LOSSES, TRAINERS) if reg.names()]
+    saved = [(reg, dict(reg._items)) for reg in (LOSSES, TRAINERS, NETWORKS) if reg.names()]
     yield
     for reg, items in saved:
         reg._items.clear()
@@ -35,9 +36,9 @@ def _run(code: str, name: str) -> dict:
     return namespace
 
 
-def test_the_page_has_a_loss_and_a_trainer_example_each_under_50_lines():
+def test_the_page_has_a_loss_a_network_and_a_trainer_example_each_under_50_lines():
     examples = _examples()
-    assert len(examples) == 2
+    assert len(examples) == 3
     assert all(len(e.strip().splitlines()) < 50 for e in examples)
 
 
@@ -56,7 +57,7 @@ def test_the_loss_example_registers_and_prefers_the_right_answer(registries):
 
 
 def test_the_trainer_example_registers_and_trains_with_its_own_optimizer(registries, tmp_path):
-    _run(_examples()[1], "trainer")
+    _run(_examples()[2], "trainer")
     cls = TRAINERS.get("constant_lr")
     trainer = cls(
         _setup(tmp_path),
@@ -71,3 +72,37 @@ def test_the_trainer_example_registers_and_trains_with_its_own_optimizer(registr
     assert all(g["lr"] == 0.01 and g["momentum"] == 0 for g in trainer.optimizer.param_groups)
     assert [e["lr"] for e in log] == [0.01] * 3
     assert (tmp_path / "fold_0" / "checkpoint_final.pt").is_file()
+
+
+def test_the_network_example_is_planned_built_and_estimated(registries):
+    from autoseg.networks import build_network, estimate_training_memory
+    from autoseg.planning import plan_dataset
+    from autoseg.planning.patch import approximate_memory_gb
+    from autoseg.planning.synthetic import synthetic_fingerprint
+
+    _run(_examples()[1], "network")
+    fp = synthetic_fingerprint("903_Light", [1, 256, 256], [1.0, 0.1, 0.1])
+    plan = plan_dataset(
+        fp, network="light_unet", gpu_memory_gb=8, device="cuda", estimator=approximate_memory_gb
+    )
+    config = next(iter(plan.configurations.values()))
+    arch, patch = config.architecture, list(config.patch_size)
+    n = len(arch["strides"])
+    assert arch["network"] == "light_unet"
+    assert arch["n_blocks_per_stage"] == [1] * n and arch["n_conv_per_stage_decoder"] == [1] * (
+        n - 1
+    )
+    net = build_network(arch).train()
+    default = build_network(
+        {
+            **arch,
+            "network": "unet",
+            "n_blocks_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1),
+        }
+    )
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(net) < count(default)
+    outputs = net(torch.zeros(1, arch["in_channels"], *patch))
+    assert isinstance(outputs, list) and list(outputs[0].shape[-2:]) == patch
+    assert estimate_training_memory(arch, patch, 2).total_gb > 0

@@ -50,9 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--network",
-        choices=("unet", "resenc_unet"),
         default="unet",
-        help="plain U-Net (default) or residual-encoder U-Net",
+        help="registered network: unet (plain U-Net, default), resenc_unet (residual encoder), "
+        "or one of yours (documentation/extending.md)",
     )
     add_trainer(p, "every configuration (--time-budget times its step)")
     p.add_argument("--overwrite", action="store_true", help="re-plan even if plans.json exists")

@@ -39,6 +39,7 @@ from autoseg.evaluation.summary import describe
 from autoseg.io import Case, DatasetJson, atomic_path, list_cases, load_dataset_json, read_image
 from autoseg.io.image import collapse_grey_rgb
 from autoseg.layout import ResultsLayout
+from autoseg.networks.registry import NETWORKS
 from autoseg.paths import parse_dataset_folder, preprocessed_dir, resolve_dataset, results_dir
 
 REPORT_FILE = "report.html"
@@ -735,9 +736,8 @@ def describe_configuration(name: str, cfg: Any, plan: Any) -> str:
     voxels (72x120x120 mm) at 3x0.75x0.75 mm, batch 2, ~2.5 GB GPU memory, 1000 epochs x 250
     iterations``."""
     arch = cfg.architecture
-    net = {"unet": "U-Net", "resenc_unet": "residual-encoder U-Net"}.get(
-        arch.get("network"), str(arch.get("network"))
-    )
+    name = str(arch.get("network"))
+    net = NETWORKS.get(name).label if name in NETWORKS else name
     if cfg.dim == 2 and plan.dim == 3 and cfg.slice_axis is not None:
         plane = "-".join(a for i, a in enumerate("zyx") if i != cfg.slice_axis)
         if cfg.context_slices > 1:

@@ -235,8 +235,10 @@ class _CudaAutocastEmulation(TorchFunctionMode):
 def _meta_network(arch: ArchitectureConfig) -> UNet:
     """The network on the meta device, built once per architecture (the planner loops over
     patch sizes with one architecture)."""
+    from autoseg.networks.registry import NETWORKS
+
     with torch.device("meta"):
-        net = UNet(arch)
+        net = NETWORKS.get(arch.network).build(arch)
     return net.train()
 
 

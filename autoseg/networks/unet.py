@@ -31,8 +31,10 @@ from autoseg.networks.blocks import (
     init_he,
     transposed_conv_class,
 )
+from autoseg.networks.registry import NETWORKS, NetworkSpec, register_network
 
-NETWORKS = ("unet", "resenc_unet")
+# nnU-Net ResEnc M's residual blocks per encoder stage (1, 3, 4, 6, 6, then 6 per stage).
+RESENC_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6)
 NORMS = ("instance",)
 NONLINS = ("leaky_relu",)
 
@@ -104,7 +106,7 @@ class ArchitectureConfig:
 
         network = data["network"]
         if network not in NETWORKS:
-            raise ValueError(f"network: expected one of {NETWORKS}, got {network!r}")
+            raise ValueError(f"network: expected one of {NETWORKS.names()}, got {network!r}")
         dim = data["dim"]
         if not _is_int(dim) or dim not in (2, 3):
             raise ValueError(f"dim: expected 2 or 3, got {dim!r}")
@@ -302,10 +304,22 @@ class UNet(nn.Module):
         return outputs if all_outputs else outputs[0]
 
 
-def build_network(arch: Mapping[str, Any] | ArchitectureConfig) -> UNet:
-    """The network described by the plan's architecture block (dict or validated config)."""
+def build_network(arch: Mapping[str, Any] | ArchitectureConfig) -> nn.Module:
+    """The network described by the plan's architecture block (dict or validated config),
+    built by the registered network it names (:mod:`autoseg.networks.registry`)."""
     config = arch if isinstance(arch, ArchitectureConfig) else ArchitectureConfig.from_dict(arch)
-    return UNet(config)
+    return NETWORKS.get(config.network).build(config)
+
+
+register_network("unet")(NetworkSpec(UNet, lambda n: [2] * n, lambda n: [2] * (n - 1), "U-Net"))
+register_network("resenc_unet")(
+    NetworkSpec(
+        UNet,
+        lambda n: [RESENC_BLOCKS[min(i, len(RESENC_BLOCKS) - 1)] for i in range(n)],
+        lambda n: [1] * (n - 1),
+        "residual-encoder U-Net",
+    )
+)
 
 
 def count_parameters(model: nn.Module) -> int:

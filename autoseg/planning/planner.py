@@ -21,6 +21,7 @@ import numpy as np
 from autoseg import __version__
 from autoseg.errors import AutosegError
 from autoseg.fingerprint.schema import FINGERPRINT_FILE, Fingerprint
+from autoseg.networks.registry import NETWORKS
 from autoseg.planning import configurations as cfg
 from autoseg.planning.budget import (
     N_FOLDS,
@@ -68,7 +69,7 @@ from autoseg.planning.spacing import (
     target_spacing,
     total_resampled_voxels,
 )
-from autoseg.planning.topology import NETWORKS, Topology, architecture_block, pooling_topology
+from autoseg.planning.topology import Topology, architecture_block, pooling_topology
 from autoseg.progress import progress_bar
 
 DEFAULT_GPU_MEMORY_GB = 8.0
@@ -583,8 +584,7 @@ def plan_dataset(
     CPU).
     """
     fp = as_fingerprint(fingerprint)
-    if network not in NETWORKS:
-        raise AutosegError(f"unknown network {network!r}", fix=f"choose from {NETWORKS}")
+    NETWORKS.get(network)  # an unknown name: one line listing the registered ones
     requested = parse_configs(configs, fp.dim)
     device_info, why_device = _ruled(device_rule, gpu_memory_gb, device)
     spacings = [list(c.spacing) for c in fp.cases]

@@ -24,14 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from autoseg.networks.registry import NETWORKS
+
 MIN_FEATURE_MAP = 4
 POOL_SPACING_RATIO = 2.0
 MAX_STAGES = 8
 BASE_FEATURES = 32
 MAX_FEATURES = {2: 512, 3: 320}
-# ResEnc U-Net "M" block counts (nnU-Net residual encoder presets), truncated to the stages.
-RESENC_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6)
-NETWORKS = ("unet", "resenc_unet")
 # Rounding a patch axis down to the total stride may cost at most 10 % of it (else pool less).
 MAX_ROUNDING_LOSS = 0.10
 
@@ -145,13 +144,11 @@ def architecture_block(
     fewer there is no coarser decoder output to supervise).
     """
     if network not in NETWORKS:
-        raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+        raise ValueError(f"network must be one of {NETWORKS.names()}, got {network!r}")
+    spec = NETWORKS.get(network)
     n = topology.n_stages
     dim = len(topology.strides[0])
-    if network == "unet":
-        blocks, decoder = [2] * n, [2] * (n - 1)
-    else:
-        blocks, decoder = list(RESENC_BLOCKS[:n]), [1] * (n - 1)
+    blocks, decoder = spec.encoder_blocks(n), spec.decoder_convs(n)
     return {
         "network": network,
         "dim": dim,
