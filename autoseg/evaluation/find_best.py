@@ -468,18 +468,19 @@ def find_best(
     write: bool = True,
 ) -> dict[str, Any]:
     """Score every configuration and pair, choose one and its post-processing, write
-    ``results/<dataset>/inference.json`` (unless ``write=False``) and return its content."""
+    ``results/<dataset>/inference.json`` (unless ``write=False``) and return its content.
+
+    Three steps: :func:`score_candidates` (out-of-fold Dice of every configuration and
+    ensemble), :func:`search_postprocessing` (on the chosen one's segmentations) and
+    :func:`inference_document` (what ``predict`` and the report read)."""
     raw = resolve_dataset(dataset, root)
     ds = load_dataset_json(raw)
     res = results_dir(root) / raw.name
-    config_list = parse_list(configs)
-    found = discover(res, config_list, parse_folds(folds))
+    found = discover(res, parse_list(configs), parse_folds(folds))
     labels = tuple(sorted(ds.foreground_labels.values()))
     if not labels:
         raise AutosegError("dataset.json has no foreground label", path=raw / "dataset.json")
     num_classes = max(ds.labels.values()) + 1
-    usable = list(found.files)
-    candidates = tuple(enumerate_candidates(usable))
     refs = {}
     for case in found.cases:
         ref = raw / "labelsTr" / f"{case}{ds.file_ending}"
@@ -490,7 +491,38 @@ def find_best(
                 fix="restore labelsTr, or check that the results belong to this dataset",
             )
         refs[case] = ref
+    scored = score_candidates(found, refs, labels, num_classes, num_workers, progress)
+    post = search_postprocessing(
+        raw, ds.file_ending, found, refs, scored, labels, num_classes, num_workers, progress
+    )
+    info = inference_document(raw.name, ds.labels, found, scored, post, labels, res)
+    if write:
+        write_json_atomic(res / INFERENCE_FILE, info)
+    return info
 
+
+@dataclass
+class Scored:
+    """Every candidate's out-of-fold scores (``per_case``: each case's, with its spacing, its
+    components and the smallest reference component per label), ranked, and the choice."""
+
+    per_case: list[Any]
+    summaries: list[dict[str, Any]]
+    chosen: dict[str, Any]
+
+
+def score_candidates(
+    found: _Discovery,
+    refs: Mapping[str, Path],
+    labels: tuple[int, ...],
+    num_classes: int,
+    num_workers: int | None,
+    progress: bool,
+) -> Scored:
+    """Dice and HD95 of every configuration and ensemble on every validated case; ranked by
+    mean Dice, the winner by :func:`choose_candidate`."""
+    usable = list(found.files)
+    candidates = tuple(enumerate_candidates(usable))
     jobs = [
         _ScoreJob(
             case,
@@ -512,17 +544,44 @@ def find_best(
         for cand in candidates
     ]
     summaries.sort(key=lambda s: -s["mean_dice"])
-    chosen = choose_candidate(summaries)
+    return Scored(per_case, summaries, choose_candidate(summaries))
 
-    # Post-processing, on the chosen candidate's out-of-fold segmentations.
+
+@dataclass
+class PostSearch:
+    """Each label's decided rule (``decisions``, as inference.json stores it), the mean Dice
+    without rules (``baseline``) and under each rule tried (``trial_means``), each label's
+    Dice after its rule, and where k-largest was tried."""
+
+    decisions: dict[str, dict[str, Any]]
+    baseline: dict[int, float]
+    trial_means: dict[int, dict[str, dict[int, float]]]
+    post_label: dict[int, float]
+    k_ok: dict[int, bool]
+
+
+def search_postprocessing(
+    raw: Path,
+    file_ending: str,
+    found: _Discovery,
+    refs: Mapping[str, Path],
+    scored: Scored,
+    labels: tuple[int, ...],
+    num_classes: int,
+    num_workers: int | None,
+    progress: bool,
+) -> PostSearch:
+    """Try each label's rules on the chosen candidate's out-of-fold segmentations (min-size
+    thresholds learnt per fold from that fold's training labels) and keep those that help."""
+    per_case, chosen = scored.per_case, scored.chosen
     min_vol = {lab: {r.case: r.min_volume_mm3[lab] for r in per_case} for lab in labels}
     # Training cases of the chosen folds that were not scored (only when --folds leaves some
     # folds out) still teach the min-size threshold.
     unscored = sorted({c for cs in found.train_cases.values() for c in cs} - set(found.cases))
-    unscored = [c for c in unscored if (raw / "labelsTr" / f"{c}{ds.file_ending}").is_file()]
+    unscored = [c for c in unscored if (raw / "labelsTr" / f"{c}{file_ending}").is_file()]
     extra = map_cases(
         _stats_case,
-        [_StatsJob(raw / "labelsTr" / f"{c}{ds.file_ending}", labels) for c in unscored],
+        [_StatsJob(raw / "labelsTr" / f"{c}{file_ending}", labels) for c in unscored],
         num_workers=num_workers,
         progress=progress and bool(unscored),
         desc="training labels",
@@ -589,14 +648,29 @@ def find_best(
         lab: (trial_means[lab][decided[lab]][lab] if decided[lab] != RULE_NONE else baseline[lab])
         for lab in labels
     }
-    names = {v: k for k, v in ds.labels.items()}
-    info: dict[str, Any] = {
-        "dataset": raw.name,
+    return PostSearch(decisions, baseline, trial_means, post_label, k_ok)
+
+
+def inference_document(
+    dataset: str,
+    label_values: Mapping[str, int],
+    found: _Discovery,
+    scored: Scored,
+    post: PostSearch,
+    labels: tuple[int, ...],
+    res: Path,
+) -> dict[str, Any]:
+    """``inference.json``: the choice, its post-processing, every candidate's scores, the
+    estimate's kind and how the choice was made."""
+    chosen, baseline, trial_means = scored.chosen, post.baseline, post.trial_means
+    names = {v: k for k, v in label_values.items()}
+    return {
+        "dataset": dataset,
         "configurations": list(chosen["configs"]),
         "folds": list(found.folds),
         "ensemble": len(chosen["configs"]) > 1,
         "labels": {str(lab): names.get(lab, str(lab)) for lab in labels},
-        "postprocessing": decisions,
+        "postprocessing": post.decisions,
         "postprocessing_trials": {
             str(lab): {
                 RULE_NONE: _r(baseline[lab]),
@@ -604,13 +678,13 @@ def find_best(
             }
             for lab in labels
         },
-        "candidates": [_rounded(s) for s in summaries],
+        "candidates": [_rounded(s) for s in scored.summaries],
         "chosen": chosen["name"],
         "cv_dice": _r(chosen["mean_dice"]),
-        "cv_dice_postprocessed": _r(float(np.mean([post_label[lab] for lab in labels]))),
-        "cv_dice_per_label_postprocessed": {str(lab): _r(post_label[lab]) for lab in labels},
-        "n_cases": len(per_case),
-        "estimate": estimate_kind(found.folds, _n_splits(res), len(per_case)),
+        "cv_dice_postprocessed": _r(float(np.mean([post.post_label[lab] for lab in labels]))),
+        "cv_dice_per_label_postprocessed": {str(lab): _r(post.post_label[lab]) for lab in labels},
+        "n_cases": len(scored.per_case),
+        "estimate": estimate_kind(found.folds, _n_splits(res), len(scored.per_case)),
         "skipped_configurations": dict(found.skipped),
         "selection": {
             "score": "mean over cases of the mean foreground Dice over labels",
@@ -620,14 +694,11 @@ def find_best(
             "min_size_fraction": MIN_SIZE_FRACTION,
             "k_largest_k": K_LARGEST_K,
             "k_largest_min_share": K_LARGEST_MIN_SHARE,
-            "k_largest_tried": {str(lab): k_ok[lab] for lab in labels},
+            "k_largest_tried": {str(lab): post.k_ok[lab] for lab in labels},
         },
         "created_by": f"autoseg {__version__}",
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    if write:
-        write_json_atomic(res / INFERENCE_FILE, info)
-    return info
 
 
 def _n_splits(res: Path) -> int | None:
