@@ -58,11 +58,6 @@ def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
         batch_size=cfg.batch_size,
         data_dir=data_dir,
         num_classes=plan.num_classes,
-        oversample_foreground=cfg.oversample_foreground,
-        slices=cfg.context_slices,
-        crop_window=None if cfg.crop is None else tuple(cfg.crop.window_voxels),
-        augmentation=cfg.augmentation,
-        anisotropic=plan.resampling.thick_axis is not None,
         loader_fields=block,
         loss={
             "name": cfg.loss.name,

@@ -51,12 +51,9 @@ class TrainSetup:
     batch_size: int
     data_dir: Path  # preprocessed/<dataset>/<data identifier>
     num_classes: int
-    oversample_foreground: float = 0.33
-    slices: int = 1  # 2.5D: neighbouring slices stacked as channels
-    crop_window: tuple[int, ...] | None = None
-    augmentation: str = "default"
-    anisotropic: bool = False
-    loader_fields: dict[str, Any] = field(default_factory=dict)  # the plan's config block
+    # the loader's view of the configuration (sampling, context slices, crop window,
+    # augmentation profile): autoseg.data.LoaderConfig.from_plan reads it
+    loader_fields: dict[str, Any] = field(default_factory=dict)
     loss: dict[str, Any] = field(default_factory=dict)  # name, batch_dice, dice_weight, ...
     trainer: str = "default"  # the registered trainer (TRAINERS) the plan names
 
