@@ -88,7 +88,13 @@ for _p in (str(REPO), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from results import Result, format_table, from_runs, write_results  # noqa: E402
+from results import (  # noqa: E402
+    DEFAULT_NNUNET_CONFIG,
+    Result,
+    format_table,
+    from_runs,
+    write_results,
+)
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 N_FOLDS = 5
@@ -97,12 +103,6 @@ TRAINER_NAME = "nnUNetTrainerBudget"
 NNUNET_PLANS = "nnUNetPlans"
 TRAINING_RECORD = "budget_training.json"  # the driver's record of a finished training
 VALIDATION_RECORD = "budget_validation.json"
-DEFAULT_NNUNET_CONFIG = {
-    "phantom_mri3d": "3d_fullres",
-    "phantom_us2d": "2d",
-    "usgra_seg": "2d",
-    "brats2015_subset": "3d_fullres",
-}
 SUBSET_ID_OFFSET = 40  # --cases: the subset's dataset id (931 -> 971), distinct from the full set
 
 # nnU-Net's defaults (nnUNetTrainer.__init__) that the budget fit keeps when it can.
@@ -853,8 +853,7 @@ def nnunet_driver(argv: Sequence[str]) -> int:
 def prepare_context(args: argparse.Namespace) -> Context:
     """Convert (and subset) the dataset, pin this process, and lay out the work folders."""
     from accuracy_cv import prepare
-    from bench_training import thread_env
-    from results import parse_cpus
+    from results import parse_cpus, thread_env
 
     from autoseg.io.nnunet import nnunet_folder_name
     from autoseg.planning.schedule import parse_duration

@@ -39,7 +39,7 @@ channel, linked) — real data such as usgra-seg's 2D ultrasound frames or the B
 **What is timed.** Each CLI call as a user runs it, in a fresh interpreter, pinned with
 ``taskset -c CPUS`` and ``OMP_NUM_THREADS = MKL_NUM_THREADS = --threads``; wall time, CPU time
 (user + system of the process tree) and peak memory (largest summed PSS of the process tree,
-sampled every 20 ms; ``bench_preprocess.run_measured``):
+sampled every 20 ms; ``results.run_measured``):
 
 * autoseg: ``python -m autoseg predict -i IN -o OUT -d DATASET --config C --folds 0,1
   --no-postprocessing --no-progress --device D [--no-tta]`` with ``AUTOSEG_ROOT`` set. The
@@ -106,12 +106,12 @@ for _p in (str(REPO), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench_preprocess import run_measured  # noqa: E402
 from results import (  # noqa: E402
     Result,
     format_table,
     from_runs,
     math_threads_env,
+    run_measured,
     write_results,
 )
 

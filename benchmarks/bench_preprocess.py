@@ -54,12 +54,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -72,7 +69,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from results import Result, from_runs, write_results  # noqa: E402
+from results import DEFAULT_NNUNET_CONFIG, Result, from_runs, run_measured, write_results  # noqa: E402
 
 from autoseg.io import DatasetJson, Geometry, write_image  # noqa: E402
 
@@ -173,68 +170,6 @@ def write_plan(root: Path, dataset_dir: Path) -> None:
         schedule=Schedule(),
     )
     save_plan(plan, root / "preprocessed" / dataset_dir.name / "plans.json")
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def _pss_mb(pid: int) -> float:
-    """Proportional set size: pages shared by forked workers are counted once in the sum."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """(wall s, CPU s, peak MB of the summed PSS of the process tree) of one command.
-
-    CPU time (user + system of the command and every worker it waited for) is the number to
-    compare on a shared machine: other jobs stretch wall time, not CPU time.
-    """
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak = 0.0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, sum(_pss_mb(p) for p in _descendants(proc.pid)))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    done.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
-    return wall, cpu, peak
 
 
 def nnunet_absent(nnunet_bin: Path) -> bool:
@@ -403,7 +338,6 @@ def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Res
     """Both systems on one dataset (``thigh``: the generated phantoms; otherwise an accuracy
     benchmark dataset), every stage; ``None`` when that dataset's shared data is absent."""
     from accuracy_cv import converted
-    from bench_accuracy import DEFAULT_NNUNET_CONFIG
 
     from autoseg.planning import run_plan
 

@@ -67,7 +67,7 @@ iterations. The repetitions alternate between the systems (autoseg first in even
 nnU-Net first in odd ones) so that other load on the machine hits both alike; medians are
 reported with the ratio autoseg / nnU-Net. Peak memory is the largest sum of proportional set
 sizes over the process tree (augmentation workers included) over the whole process life,
-sampled every 20 ms (``bench_preprocess.run_measured``); on CUDA also
+sampled every 20 ms (``results.run_measured``); on CUDA also
 ``torch.cuda.max_memory_allocated``, and beside it the planner's estimate of the same step
 (``autoseg.networks.memory``, the patch, batch and optimizer timed): whether the two match
 within 15 % goes to the console and the JSON's ``notes`` (:func:`memory_check`). CPU seconds
@@ -107,7 +107,7 @@ for _p in (str(REPO), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from results import math_threads_env, parse_cpus  # noqa: E402
+from results import parse_cpus, thread_env  # noqa: E402
 
 AUTOSEG_PYTHON = REPO / ".venv" / "bin" / "python"
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
@@ -242,15 +242,6 @@ def configuration_mismatches(autoseg_cfg: dict[str, Any], nnunet_cfg: dict[str, 
 def epoch_seconds(iteration_s: float, iterations: int = EPOCH_ITERATIONS) -> float:
     """Seconds of one training epoch from the per-iteration time (no validation)."""
     return iteration_s * iterations
-
-
-def thread_env(base: dict[str, str], threads: int, workers: int) -> dict[str, str]:
-    """Environment giving a process ``threads`` OpenMP/MKL threads and nnU-Net ``workers``
-    augmentation processes (``nnUNet_n_proc_DA``; autoseg takes its workers from the spec)."""
-    env = math_threads_env(base, threads)
-    env["nnUNet_n_proc_DA"] = str(workers)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def fold_groups(case_ids: Sequence[str], subjects: Sequence[str]) -> tuple[list[str], int]:
@@ -801,7 +792,7 @@ def measure(
     python: Path, spec: dict[str, Any], env: dict[str, str], folder: Path, tag: str
 ) -> dict[str, Any]:
     """One measurement process; its timings plus the peak PSS of its process tree."""
-    from bench_preprocess import run_measured
+    from results import run_measured
 
     folder.mkdir(parents=True, exist_ok=True)
     spec_path, out_path = folder / f"{tag}.spec.json", folder / f"{tag}.out.json"

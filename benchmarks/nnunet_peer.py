@@ -75,7 +75,13 @@ for _p in (str(REPO), str(BENCH_DIR)):
 
 import bench_accuracy as ba  # noqa: E402
 from budget_curve import FAILURE_DICE  # noqa: E402
-from results import Result, format_table, parse_cpus, write_results  # noqa: E402
+from results import (  # noqa: E402
+    DEFAULT_NNUNET_CONFIG,
+    Result,
+    format_table,
+    parse_cpus,
+    write_results,
+)
 
 SYSTEMS = ("peer", "default")
 DATASETS = ("usgra_seg", "phantom_mri3d")
@@ -416,7 +422,7 @@ def load_autoseg_run(root: Path, dataset: str) -> dict[str, Any]:
 def system_context(system: str, run: Mapping[str, Any], work: Path, args: argparse.Namespace):
     """bench_accuracy's :class:`~bench_accuracy.Context` for one nnU-Net system: its own
     nnU-Net folders under ``work/<system>/nnunet``, autoseg's converted dataset."""
-    from bench_training import thread_env
+    from results import thread_env
 
     from autoseg.io.nnunet import nnunet_folder_name
     from autoseg.paths import raw_dir
@@ -435,7 +441,7 @@ def system_context(system: str, run: Mapping[str, Any], work: Path, args: argpar
             "nnUNet_results": nn / "results",
         },
         nn_folder=nnunet_folder_name(raw_dir(run["root"]) / run["folder"]),
-        nn_config=run["config"] if peer else ba.DEFAULT_NNUNET_CONFIG[args.dataset],
+        nn_config=run["config"] if peer else DEFAULT_NNUNET_CONFIG[args.dataset],
         fold_budget_s=parse_duration(args.budget),
         threads=args.threads,
         workers=args.workers,

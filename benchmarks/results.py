@@ -21,9 +21,12 @@ import datetime as _dt
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -235,3 +238,84 @@ def format_table(results: Sequence[Result]) -> str:
         verdict = {True: " met", False: " MISSED", None: ""}[r.met]
         lines.append(f"{r.name[:44]:<44} {a:>10} {n:>10} {ratio:>7}  {target}{verdict} ({r.unit})")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- shared by scripts
+# nnU-Net's configuration that stands for "nnU-Net as it ships" on each benchmark dataset.
+DEFAULT_NNUNET_CONFIG = {
+    "phantom_mri3d": "3d_fullres",
+    "phantom_us2d": "2d",
+    "usgra_seg": "2d",
+    "brats2015_subset": "3d_fullres",
+}
+
+
+def thread_env(base: dict[str, str], threads: int, workers: int) -> dict[str, str]:
+    """Environment giving a process ``threads`` OpenMP/MKL threads and nnU-Net ``workers``
+    augmentation processes (``nnUNet_n_proc_DA``; autoseg takes its workers from the spec)."""
+    env = math_threads_env(base, threads)
+    env["nnUNet_n_proc_DA"] = str(workers)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: pages shared by forked workers are counted once in the sum."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak MB of the summed PSS of the process tree) of one command.
+
+    CPU time (user + system of the command and every worker it waited for) is the number to
+    compare on a shared machine: other jobs stretch wall time, not CPU time.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, sum(_pss_mb(p) for p in _descendants(proc.pid)))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
+    return wall, cpu, peak
