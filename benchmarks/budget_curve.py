@@ -26,11 +26,18 @@ lever of issue 15 turned off at a time, in-process, through the product's own co
 ``full_resolution`` (no coarser grid), ``float32`` (no bfloat16), and ``before`` (all of these
 off and the ladder stopping at 1000 iterations, as autoseg planned before issue 15).
 
+``--loss-study B`` adds Desai et al.'s loss study on every dataset at budget B: the default
+command with the planner writing ``ce``, ``soft_dice``, ``weighted_ce`` or ``focal`` (gamma 3)
+in place of ``dice_ce`` (``LOSS_VARIANTS``; the plain point at B is the ``dice_ce`` row), each
+scored as above plus pooled precision and recall per label, which show a bias towards false
+positives (Desai et al. found one for weighted cross-entropy).
+
 Resumable: a point whose ``record.json`` exists under ``--work`` (default
 ``autoseg_data/budget_curve``) is not run again. Results go to ``--json`` (default
 ``benchmarks/results/budget_curve.json``, the shared shape of ``benchmarks/results.py``; the
 nnU-Net column is empty — its comparison is ``bench_accuracy.py``) and a chart of the curves to
-``--plot`` (default ``documentation/figures/budget_curve.png``).
+``--plot`` (default ``documentation/figures/budget_curve.png``; ``--peers`` adds
+``nnunet_peer.py``'s points, ``--plot-only`` redraws from finished points without running any).
 """
 
 from __future__ import annotations
@@ -98,12 +105,38 @@ def _before() -> None:
     bd.TARGET_ITERATIONS = bd.MIN_ITERATIONS
 
 
+def _loss(name: str) -> Callable[[], None]:
+    """The planner writes the registered loss ``name`` instead of ``dice_ce`` (everything
+    else of the plan, the time budget included, as the default command)."""
+
+    def apply() -> None:
+        import dataclasses
+
+        from autoseg.planning import planner, sampling
+
+        def rule(config: str):  # noqa: ANN202 (sampling.loss_rule's shape)
+            loss, why = sampling.loss_rule(config)
+            return dataclasses.replace(loss, name=name), f"{name} (loss study); {why}"
+
+        planner.loss_rule = rule
+
+    apply.__doc__ = f"The loss {name!r} in place of dice_ce (Desai et al.'s loss study)."
+    return apply
+
+
+# Desai et al.'s loss study: binary/categorical cross-entropy, soft Dice, weighted
+# cross-entropy and focal loss (gamma 3), each beside the default dice_ce at an equal budget.
+LOSS_STUDY = ("ce", "soft_dice", "weighted_ce", "focal")
+LOSS_VARIANTS = {f"loss_{name}": _loss(name) for name in LOSS_STUDY}
+ABLATION = ("five_folds", "full_resolution", "float32", "before")
+
 VARIANTS: dict[str, Callable[[], None]] = {
     "autoseg": lambda: None,
     "five_folds": _five_folds,
     "full_resolution": _full_resolution,
     "float32": _float32,
     "before": _before,
+    **LOSS_VARIANTS,
 }
 
 
@@ -115,11 +148,14 @@ def dice(pred: Any, ref: Any) -> float:
 
 
 def score_folder(pred_dir: Path, ref_dir: Path, labels: Sequence[int]) -> dict[str, Any]:
-    """Per-case Dice of each label, their means and the label-1 failures (Dice < 0.5)."""
+    """Per-case Dice of each label, their means, the label-1 failures (Dice < 0.5) and, pooled
+    over all images, each label's precision and recall (a loss biased towards false positives,
+    as Desai et al. found weighted cross-entropy, shows as precision below recall)."""
     from autoseg.io import read_image
     from autoseg.io.image import split_extension
 
     per_case: dict[str, dict[str, float]] = {}
+    counts = {str(k): [0, 0, 0] for k in labels}  # true positives, predicted, reference
     for ref_path in sorted(ref_dir.iterdir()):
         stem, ext = split_extension(ref_path.name)
         pred_path = pred_dir / f"{stem}{ext}"
@@ -127,9 +163,22 @@ def score_folder(pred_dir: Path, ref_dir: Path, labels: Sequence[int]) -> dict[s
             raise SystemExit(f"{pred_path}: no prediction for {ref_path.name}")
         pred, ref = read_image(pred_path).array, read_image(ref_path).array
         per_case[stem] = {str(k): dice(pred == k, ref == k) for k in labels}
+        for k in labels:
+            p, r = pred == k, ref == k
+            c = counts[str(k)]
+            c[0], c[1], c[2] = c[0] + int((p & r).sum()), c[1] + int(p.sum()), c[2] + int(r.sum())
     means = {str(k): statistics.fmean(c[str(k)] for c in per_case.values()) for k in labels}
     failures = sum(c[str(labels[0])] < FAILURE_DICE for c in per_case.values())
-    return {"mean": means, "failures": failures, "n": len(per_case), "cases": per_case}
+    precision = {k: (tp / n_pred if n_pred else None) for k, (tp, n_pred, _) in counts.items()}
+    recall = {k: (tp / n_ref if n_ref else None) for k, (tp, _, n_ref) in counts.items()}
+    return {
+        "mean": means,
+        "failures": failures,
+        "n": len(per_case),
+        "precision": precision,
+        "recall": recall,
+        "cases": per_case,
+    }
 
 
 def phantom_held_out(work: Path) -> tuple[Path, Path]:
@@ -207,8 +256,16 @@ def run_point(dataset: str, budget: str, variant: str, root: Path, source: Path)
 
 
 # --------------------------------------------------------------------------- the driver
-def points(datasets: Sequence[str], budgets: Sequence[str], phantom_max_s: float, ablation: bool):
-    """(dataset, budget, variant) to run, cheapest first."""
+def points(
+    datasets: Sequence[str],
+    budgets: Sequence[str],
+    phantom_max_s: float,
+    ablation: bool,
+    loss_budget: str | None = None,
+):
+    """(dataset, budget, variant) to run, cheapest first; the ablation (usgra-seg at 25 min),
+    then with ``loss_budget`` the loss study on every dataset (its default dice_ce point is
+    the plain ``autoseg`` one at that budget)."""
     from autoseg.planning.schedule import parse_duration
 
     out = []
@@ -218,7 +275,12 @@ def points(datasets: Sequence[str], budgets: Sequence[str], phantom_max_s: float
                 continue
             out.append((d, b, "autoseg"))
     if ablation and "usgra_seg" in datasets:
-        out += [("usgra_seg", ABLATION_BUDGET, v) for v in VARIANTS if v != "autoseg"]
+        out += [("usgra_seg", ABLATION_BUDGET, v) for v in ABLATION]
+    if loss_budget:
+        for d in datasets:
+            if (d, loss_budget, "autoseg") not in out:
+                out.append((d, loss_budget, "autoseg"))
+            out += [(d, loss_budget, v) for v in LOSS_VARIANTS]
     return out
 
 
@@ -365,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", nargs="+", default=list(DEFAULT_BUDGETS))
     parser.add_argument("--max-budget-phantom", default="60m")
     parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--loss-study",
+        metavar="BUDGET",
+        default=None,
+        help="also Desai et al.'s four losses beside dice_ce on every dataset at BUDGET (e.g. 10m)",
+    )
     parser.add_argument("--cpus", default=None, help="taskset list for every point, e.g. 1")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=REPO / "autoseg_data" / "budget_curve")
@@ -398,7 +466,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{d}: skipped, {src} not found (the shared data)")
             datasets.remove(d)
     records = []
-    todo = points(datasets, args.budgets, parse_duration(args.max_budget_phantom), args.ablation)
+    todo = points(
+        datasets,
+        args.budgets,
+        parse_duration(args.max_budget_phantom),
+        args.ablation,
+        args.loss_study,
+    )
     for dataset, budget, variant in todo:
         root = work / dataset / f"{variant}_{budget}"
         record_path = root / "record.json"

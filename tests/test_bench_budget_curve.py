@@ -22,7 +22,11 @@ def test_points_cheapest_first_phantom_capped_ablation_at_25_minutes():
     assert ("phantom_mri3d", "120m", "autoseg") not in pts  # beyond the phantom's cap
     assert ("usgra_seg", "120m", "autoseg") in pts
     ablation = [p for p in pts if p[2] != "autoseg"]
-    assert {p[2] for p in ablation} == set(bc.VARIANTS) - {"autoseg"}
+    assert (
+        {p[2] for p in ablation}
+        == set(bc.ABLATION)
+        == set(bc.VARIANTS) - {"autoseg", *bc.LOSS_VARIANTS}
+    )
     assert all(p[:2] == ("usgra_seg", "25m") for p in ablation)
     assert bc.points(["phantom_mri3d"], ["5m"], 3600.0, True) == [
         ("phantom_mri3d", "5m", "autoseg")
@@ -116,3 +120,36 @@ def test_plot_draws_ablation_points_and_nnunet_peers_read_from_their_result_file
     records = [record, {**record, "budget_s": 300.0}, {**record, "variant": "float32"}]
     bc.plot(records, tmp_path / "c.png", peers)
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_loss_study_points_and_variants(monkeypatch):
+    from autoseg.planning import planner
+
+    pts = bc.points(["usgra_seg", "phantom_mri3d"], ["5m"], 3600.0, False, "10m")
+    study = [p for p in pts if p[2].startswith("loss_")]
+    assert {p[2] for p in study} == {f"loss_{n}" for n in bc.LOSS_STUDY}
+    assert {p[0] for p in study} == {"usgra_seg", "phantom_mri3d"}
+    assert ("usgra_seg", "10m", "autoseg") in pts  # the dice_ce row of the study
+    assert not [p for p in bc.points(["usgra_seg"], ["25m"], 3600.0, True) if "loss" in p[2]]
+    monkeypatch.setattr(planner, "loss_rule", planner.loss_rule)  # restored after the test
+    bc.VARIANTS["loss_focal"]()
+    loss, why = planner.loss_rule("2d")
+    assert loss.name == "focal" and loss.batch_dice and "loss study" in why
+
+
+def test_score_folder_pools_precision_and_recall(tmp_path):
+    from autoseg.io import Geometry, write_image
+
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    g = Geometry.default((8, 8))
+    r = np.zeros((8, 8), np.uint8)
+    r[2:4, 2:4] = 1  # 4 pixels
+    p = np.zeros((8, 8), np.uint8)
+    p[2:4, 2:6] = 1  # 8 pixels, 4 of them right: precision 0.5, recall 1
+    write_image(ref / "a.nii.gz", r, g)
+    write_image(pred / "a.nii.gz", p, g)
+    out = bc.score_folder(pred, ref, [1])
+    assert out["precision"]["1"] == 0.5 and out["recall"]["1"] == 1.0
+    assert out["mean"]["1"] == pytest.approx(2 * 4 / 12)
