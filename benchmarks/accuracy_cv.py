@@ -31,6 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from autoseg.layout import ResultsLayout  # noqa: E402
+
 # The shared data sit beside the checkout (``../shared/data``); AUTOSEG_SHARED_DATA names
 # another place, e.g. when running from a git worktree elsewhere.
 SHARED = Path(os.environ.get("AUTOSEG_SHARED_DATA") or REPO.parent / "shared" / "data")
@@ -122,7 +125,7 @@ def fold_scores(results: Path, config: str, folds: list[int]) -> list[dict]:
     ``validation/metrics.json``."""
     rows = []
     for fold in folds:
-        path = results / config / f"fold_{fold}" / "validation" / "metrics.json"
+        path = ResultsLayout(results).validation_metrics(config, fold)
         if not path.is_file():
             continue
         cases = json.loads(path.read_text())["cases"]
@@ -143,7 +146,7 @@ def fold_scores(results: Path, config: str, folds: list[int]) -> list[dict]:
 
 def fold_epochs(results: Path, config: str, fold: int) -> int | None:
     """Epochs the fold actually ran (its training log has one entry per epoch)."""
-    log = results / config / f"fold_{fold}" / "training_log.json"
+    log = ResultsLayout(results).training_log(config, fold)
     return len(json.loads(log.read_text())) if log.is_file() else None
 
 

@@ -96,6 +96,8 @@ from results import (  # noqa: E402
     write_results,
 )
 
+from autoseg.layout import ResultsLayout  # noqa: E402
+
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 N_FOLDS = 5
 DRIVER_FLAG = "--nnunet-driver"
@@ -552,7 +554,7 @@ def autoseg_fold(ctx: Context, fold: int) -> dict[str, Any]:
         cfg = plan.configurations[config]
         schedule = cfg.schedule or plan.schedule
         epochs = fold_epochs(results, config, fold)
-        log_path = results / config / f"fold_{fold}" / "training_log.json"
+        log_path = ResultsLayout(results).training_log(config, fold)
         log = json.loads(log_path.read_text()) if log_path.is_file() else []
         configs[config] = {
             **(rows[0] if rows else {}),

@@ -115,6 +115,8 @@ from results import (  # noqa: E402
     write_results,
 )
 
+from autoseg.layout import ResultsLayout  # noqa: E402
+
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 AUTOSEG_PYTHON = REPO / ".venv" / "bin" / "python"
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "inference.json"
@@ -531,8 +533,9 @@ def check_exportable(model: Model) -> None:
             "nnU-Net counterpart; choose another --config"
         )
     for fold in model.folds:
-        path = model.root / "results" / model.folder / model.config / f"fold_{fold}"
-        if not (path / "checkpoint_final.pt").is_file():
+        layout = ResultsLayout(model.root / "results" / model.folder)
+        path = layout.fold_dir(model.config, fold)
+        if not layout.checkpoint(model.config, fold).is_file():
             raise SystemExit(f"{path}: no checkpoint_final.pt (train the fold first)")
 
 
@@ -607,8 +610,8 @@ def export_to_nnunet(model: Model, nnunet_results: Path) -> str:
     )
     states = {}
     for fold in model.folds:
-        ckpt = model.root / "results" / model.folder / model.config / f"fold_{fold}"
-        state = load_checkpoint(ckpt / "checkpoint_final.pt")
+        layout = ResultsLayout(model.root / "results" / model.folder)
+        state = load_checkpoint(layout.checkpoint(model.config, fold))
         states[fold] = bridge.nnunet_state_dict(state["model"], json.loads(state["arch"]))
     dataset_json = load_dataset_json(raw).to_dict(nnunet_only=True)
     # the same test-time mirroring as autoseg: the axes its training mirrored

@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from autoseg.layout import ResultsLayout  # noqa: E402
 from autoseg.planning.plan import SGD_WEIGHT_DECAY  # noqa: E402
 from autoseg.planning.schedule import ADAMW_WEIGHT_DECAY  # noqa: E402
 
@@ -111,7 +112,7 @@ def run_one(
     splits = load_or_create_splits(
         results / "splits.json", ids, [ds.subject_of(c) for c in ids], [None] * len(ids)
     )
-    out = results / "2d" / f"fold_{fold}"
+    out = ResultsLayout(results).fold_dir("2d", fold)
     start = time.perf_counter()
     trainer = Trainer(setup, opts, splits[fold]["train"], splits[fold]["val"], out, fold=fold)
     trainer.fit()

@@ -32,7 +32,7 @@ from torch import nn
 
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import json_safe, write_json_atomic
-from autoseg.layout import BEST, FINAL, LATEST
+from autoseg.layout import BEST, FINAL, LATEST, TRAINING_LOG
 from autoseg.networks import build_network
 from autoseg.networks.checkpoint import load_checkpoint, save_checkpoint
 from autoseg.networks.device import pick_device
@@ -529,7 +529,7 @@ class Trainer:
             self.best_ema = entry["pseudo_dice_ema"]
             save_checkpoint(self.out_dir / BEST, self.state())
         save_checkpoint(self.out_dir / LATEST, self.state())
-        write_json_atomic(self.out_dir / "training_log.json", json_safe(self.log))
+        write_json_atomic(self.out_dir / TRAINING_LOG, json_safe(self.log))
         from autoseg.training.curves import plot_training_curves
 
         with contextlib.suppress(Exception):  # a plot must never stop training

@@ -151,7 +151,7 @@ def read_fold(res: Path, config: str, fold: int, plan: Any) -> FoldStatus:
     status = FoldStatus(config, fold, folder, state, epochs_planned=planned_epochs(plan, config))
     if final.is_file():
         status.finished_at = final.stat().st_mtime
-    log, problem = _read_json(folder / "training_log.json")
+    log, problem = _read_json(layout.training_log(config, fold))
     if isinstance(log, list):
         status.log = [e for e in log if isinstance(e, dict)]
         refitted = [e["epochs_refitted"] for e in status.log if e.get("epochs_refitted")]
