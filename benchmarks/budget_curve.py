@@ -348,7 +348,7 @@ def plot(records: Sequence[dict], path: Path, peers: Sequence[dict] = ()) -> Non
             else:
                 singles.append((key, minutes, dice_, r["variant"]))
         if r["variant"] == "autoseg" and r["estimate"]["dice"] is not None:
-            key = f"{r['dataset']} estimate (hold-out / CV, both labels)"
+            key = f"{r['dataset']} estimate (hold-out or CV, mean over labels)"
             curves.setdefault(key, []).append((minutes, r["estimate"]["dice"]))
     colors = {}
     for key, pts in sorted(curves.items()):
