@@ -58,3 +58,21 @@ def tiny_us_dataset(root, dataset_id: int, n_cases: int):
         write_image(folder / "imagesTr" / f"case{i}_0000.nii.gz", image, geom)
         write_image(folder / "labelsTr" / f"case{i}.nii.gz", label, geom)
     return folder
+
+
+def shrink_2d_plan(plan_path, *, epochs: int, iterations_per_epoch: int = 2) -> None:
+    """What a user may do by editing plans.json: the ``2d`` configuration as a two-stage
+    4-8 network on 32 x 32 patches, batch 2, and a schedule of a few iterations."""
+    import json
+
+    plan = json.loads(plan_path.read_text())
+    plan["configurations"]["2d"]["architecture"].update(
+        features_per_stage=[4, 8],
+        kernel_sizes=[[3, 3], [3, 3]],
+        strides=[[1, 1], [2, 2]],
+        n_blocks_per_stage=[1, 1],
+        n_conv_per_stage_decoder=[1],
+    )
+    plan["configurations"]["2d"].update(patch_size=[32, 32], batch_size=2)
+    plan["schedule"].update(epochs=epochs, iterations_per_epoch=iterations_per_epoch)
+    plan_path.write_text(json.dumps(plan))

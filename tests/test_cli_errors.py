@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import one_torch_thread, tiny_us_dataset
+from conftest import one_torch_thread, shrink_2d_plan, tiny_us_dataset
 
 import autoseg.evaluation.metrics as metrics_module
 from autoseg.cli import main
@@ -86,17 +86,7 @@ def test_validation_error_after_training_names_case_and_rerun_resumes(
     tiny_us_dataset(root, 41, 5)
     assert main(["plan", "41", "--configs", "2d", "--brief"]) == 0
     plan_path = root / "preprocessed" / "041_TinyUS" / "plans.json"
-    plan = json.loads(plan_path.read_text())
-    plan["configurations"]["2d"]["architecture"].update(
-        features_per_stage=[4, 8],
-        kernel_sizes=[[3, 3], [3, 3]],
-        strides=[[1, 1], [2, 2]],
-        n_blocks_per_stage=[1, 1],
-        n_conv_per_stage_decoder=[1],
-    )
-    plan["configurations"]["2d"].update(patch_size=[32, 32], batch_size=2)
-    plan["schedule"].update(epochs=2, iterations_per_epoch=2)
-    plan_path.write_text(json.dumps(plan))
+    shrink_2d_plan(plan_path, epochs=2)
     capsys.readouterr()
 
     real = metrics_module.compute_metrics

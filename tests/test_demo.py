@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from conftest import one_torch_thread
+from conftest import one_torch_thread, shrink_2d_plan
 
 import autoseg.demo as demo
 from autoseg.cli import main
@@ -34,17 +32,7 @@ def test_demo_writes_the_report_and_prints_its_path_last(tmp_path, monkeypatch, 
     folder = demo.training_dataset(TINY, progress=False)
     assert main(["plan", folder, "--configs", "2d", "--brief"]) == 0
     plan_path = root / "preprocessed" / folder / "plans.json"
-    plan = json.loads(plan_path.read_text())
-    plan["configurations"]["2d"]["architecture"].update(
-        features_per_stage=[4, 8],
-        kernel_sizes=[[3, 3], [3, 3]],
-        strides=[[1, 1], [2, 2]],
-        n_blocks_per_stage=[1, 1],
-        n_conv_per_stage_decoder=[1],
-    )
-    plan["configurations"]["2d"].update(patch_size=[32, 32], batch_size=2)
-    plan["schedule"].update(epochs=1, iterations_per_epoch=2)
-    plan_path.write_text(json.dumps(plan))
+    shrink_2d_plan(plan_path, epochs=1)
     capsys.readouterr()
 
     with one_torch_thread():
