@@ -47,8 +47,8 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@registry.register("name")`` on a class or factory."""
-        if not name or not name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"{self.kind} name {name!r}: use letters, digits, '_' or '-'")
+        if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            raise ValueError(f"{self.kind} name {name!r}: use letters, digits, '_', '-' or '.'")
 
         def add(obj: T) -> T:
             if name in self._items and self._items[name] is not obj:

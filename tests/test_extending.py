@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_torch_thread, tiny_us_dataset
 from test_trainer import _options, _setup, synthetic_loader
 
+from autoseg.cli import main
 from autoseg.networks.registry import NETWORKS
+from autoseg.planning.registry import CONFIGURATIONS
 from autoseg.training.losses import LOSSES, build_loss
 from autoseg.training.trainer import TRAINERS
 
@@ -23,7 +26,11 @@ def _examples() -> list[str]:
 @pytest.fixture
 def registries():
     """Put the registries back as they were: the examples register for good."""
-    saved = [(reg, dict(reg._items)) for reg in (LOSSES, TRAINERS, NETWORKS) if reg.names()]
+    saved = [
+        (reg, dict(reg._items))
+        for reg in (LOSSES, TRAINERS, NETWORKS, CONFIGURATIONS)
+        if reg.names()
+    ]
     yield
     for reg, items in saved:
         reg._items.clear()
@@ -36,9 +43,9 @@ def _run(code: str, name: str) -> dict:
     return namespace
 
 
-def test_the_page_has_a_loss_a_network_and_a_trainer_example_each_under_50_lines():
+def test_the_page_has_a_loss_a_network_a_trainer_and_a_configuration_example_under_50_lines():
     examples = _examples()
-    assert len(examples) == 3
+    assert len(examples) == 4
     assert all(len(e.strip().splitlines()) < 50 for e in examples)
 
 
@@ -106,3 +113,49 @@ def test_the_network_example_is_planned_built_and_estimated(registries):
     outputs = net(torch.zeros(1, arch["in_channels"], *patch))
     assert isinstance(outputs, list) and list(outputs[0].shape[-2:]) == patch
     assert estimate_training_memory(arch, patch, 2).total_gb > 0
+
+
+def test_the_configuration_example_is_planned_trained_and_predicted(
+    registries, tmp_path, monkeypatch
+):
+    import json
+
+    import numpy as np
+
+    from autoseg.io import read_image
+
+    root = tmp_path / "root"
+    monkeypatch.setenv("AUTOSEG_ROOT", str(root))
+    raw = tiny_us_dataset(root, 42, 5)
+    _run(_examples()[3], "configuration")
+    assert main(["plan", raw.name, "--configs", "2d,2d_coarse", "--brief"]) == 0
+    plan_path = root / "preprocessed" / raw.name / "plans.json"
+    plan = json.loads(plan_path.read_text())
+    fine, coarse = plan["configurations"]["2d"], plan["configurations"]["2d_coarse"]
+    assert coarse["spacing"] == [2 * s for s in fine["spacing"]]
+    assert coarse["augmentation"] == "2d" and coarse["dim"] == 2
+    # a few iterations of a small network, as a user may edit the plan
+    coarse["architecture"].update(
+        features_per_stage=[4, 8],
+        kernel_sizes=[[3, 3], [3, 3]],
+        strides=[[1, 1], [2, 2]],
+        n_blocks_per_stage=[1, 1],
+        n_conv_per_stage_decoder=[1],
+    )
+    coarse.update(patch_size=[16, 32], batch_size=2)
+    coarse.pop("schedule", None)
+    plan["schedule"].update(epochs=1, iterations_per_epoch=2)
+    plan_path.write_text(json.dumps(plan))
+    with one_torch_thread():
+        assert main(["preprocess", raw.name, "--configs", "2d_coarse", "--no-progress"]) == 0
+        assert main(["train", raw.name, "2d_coarse", "0", "--no-progress"]) == 0
+        out = tmp_path / "pred"
+        code = main(
+            ["predict", "-i", str(raw / "imagesTr"), "-o", str(out), "-d", raw.name]
+            + ["--config", "2d_coarse", "--folds", "0", "--no-progress"]
+        )
+    assert code == 0
+    image = read_image(raw / "imagesTr" / "case0_0000.nii.gz")
+    pred = read_image(out / "case0.nii.gz")
+    assert pred.array.shape == image.array.shape  # back on the input's grid
+    assert np.allclose(pred.geometry.spacing, image.geometry.spacing)

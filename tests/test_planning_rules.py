@@ -364,9 +364,10 @@ def test_oversampling_rises_below_one_percent():
 def test_loss_and_augmentation():
     assert loss_rule("3d_fullres")[0].batch_dice and loss_rule("3d_fullres")[0].name == "dice_ce"
     assert not loss_rule("crop")[0].batch_dice
-    assert augmentation_profile("2.5d", [0.75, 0.75])[0] == "2.5d"
-    assert augmentation_profile("3d_fullres", [3.0, 0.75, 0.75])[0] == "3d_anisotropic"
-    assert augmentation_profile("3d_fullres", [1.0, 0.8, 0.8])[0] == "3d"
+    assert augmentation_profile([0.75, 0.75], 5)[0] == "2.5d"
+    assert augmentation_profile([0.75, 0.75])[0] == "2d"
+    assert augmentation_profile([3.0, 0.75, 0.75])[0] == "3d_anisotropic"
+    assert augmentation_profile([1.0, 0.8, 0.8])[0] == "3d"
 
 
 @pytest.mark.parametrize(

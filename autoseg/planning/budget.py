@@ -47,7 +47,8 @@ from typing import Any
 
 from autoseg.errors import AutosegError
 from autoseg.planning.patch import MIN_BATCH, axis_to_shrink, fine_axes, minimal_patch
-from autoseg.planning.plan import CONFIG_NAMES, ConfigurationPlan
+from autoseg.planning.plan import ConfigurationPlan
+from autoseg.planning.registry import configuration_names
 from autoseg.planning.resolution import Resolution
 from autoseg.planning.schedule import DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH
 from autoseg.planning.topology import architecture_block, fit_topology
@@ -890,7 +891,8 @@ def fit_to_budget(
         names: Sequence[str], fold_s: float, below_floor: bool, required: int
     ) -> dict[str, ConfigFit]:
         fits: dict[str, ConfigFit] = {}
-        for name in [n for n in CONFIG_NAMES if n in names]:  # a localiser before its crop
+        # a localiser before its crop; registered configurations after the built-ins
+        for name in [n for n in configuration_names() if n in names]:
             config = configs[name]
             extra = 0.0
             if config.crop is not None and config.crop.localiser in fits:

@@ -20,11 +20,16 @@ from typing import Any
 
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import write_json_atomic
+from autoseg.planning.registry import (
+    BUILTIN_CONFIGURATIONS,
+    configuration_names,
+    is_configuration,
+)
 
 SCHEMA_VERSION = 1
 PLANS_FILE = "plans.json"
 
-CONFIG_NAMES = ("2d", "2.5d", "3d_fullres", "3d_lowres", "crop")
+CONFIG_NAMES = BUILTIN_CONFIGURATIONS
 NORMALIZATION_SCHEMES = ("zscore", "ct")
 MODALITIES = ("ct", "mri", "ultrasound", "other")
 # The planner's loss; plans may name any registered one (autoseg.training.losses), which the
@@ -640,9 +645,10 @@ class Plan:
         if not isinstance(configs, dict) or not configs:
             raise PlanFieldError("configurations", "expected at least one configuration")
         for name in configs:
-            if name not in CONFIG_NAMES:
+            if not is_configuration(name):
                 raise PlanFieldError(
-                    f"configurations.{name}", f"unknown configuration (known: {CONFIG_NAMES})"
+                    f"configurations.{name}",
+                    f"unknown configuration (known: {', '.join(configuration_names())})",
                 )
         spacing = _floats(d["target_spacing"], "target_spacing", fp.dim)
         plan = cls(

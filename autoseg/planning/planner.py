@@ -44,7 +44,6 @@ from autoseg.planning.patch import (
     parameter_count,
 )
 from autoseg.planning.plan import (
-    CONFIG_NAMES,
     PLANS_FILE,
     ConfigurationPlan,
     ConfigurationSchedule,
@@ -54,6 +53,14 @@ from autoseg.planning.plan import (
     Plan,
     Schedule,
     save_plan,
+)
+from autoseg.planning.registry import (
+    CONFIGURATIONS,
+    applicable,
+    candidates,
+    configuration_names,
+    is_configuration,
+    register_configuration,
 )
 from autoseg.planning.resolution import (
     Resolution,
@@ -167,11 +174,12 @@ def parse_configs(configs: str | Iterable[str] | None, dim: int) -> list[str] | 
         return None
     names = [c.strip() for c in configs.split(",")] if isinstance(configs, str) else list(configs)
     names = [n for n in names if n]
-    possible = cfg.candidate_configurations(dim)
+    possible = applicable(dim)
     for n in names:
-        if n not in CONFIG_NAMES:
+        if not is_configuration(n):
             raise AutosegError(
-                f"unknown configuration {n!r}", fix=f"choose from {', '.join(CONFIG_NAMES)}"
+                f"unknown configuration {n!r}",
+                fix=f"choose from {', '.join(configuration_names())}",
             )
         if n not in possible:
             raise AutosegError(
@@ -187,8 +195,9 @@ def parse_configs(configs: str | Iterable[str] | None, dim: int) -> list[str] | 
 
 
 @dataclass
-class _Context:
-    """Numbers several rules share, derived once from the fingerprint."""
+class PlanningContext:
+    """Numbers several rules share, derived once from the fingerprint; what a configuration's
+    planning function (:func:`autoseg.planning.registry.register_configuration`) is given."""
 
     fp: Fingerprint
     spacings: list[list[float]]
@@ -200,6 +209,23 @@ class _Context:
     network: str
     estimator: MemoryEstimator
     budget_gb: float
+    total_voxels: int = 0  # of the whole dataset at the target spacing
+    _full: ConfigurationPlan | None = None
+
+    def full_resolution(self) -> ConfigurationPlan:
+        """The 3D full-resolution configuration (``3d_lowres`` derives from it even when
+        ``3d_fullres`` itself is not asked for); planned once."""
+        if self._full is None:
+            self._full = plan_configuration(
+                self,
+                "3d_fullres",
+                self.target,
+                self.median_shape,
+                dataset_voxels=self.total_voxels,
+                fg_fraction=self.fg_fraction,
+                why={"spacing": "target spacing"},
+            )
+        return self._full
 
     @property
     def n_channels(self) -> int:
@@ -228,8 +254,8 @@ def _topology_why(topo: Topology, arch: dict[str, Any], spacing: Sequence[float]
     return why
 
 
-def _plan_configuration(
-    ctx: _Context,
+def plan_configuration(
+    ctx: PlanningContext,
     name: str,
     spacing: Sequence[float],
     median_shape: Sequence[int],
@@ -254,7 +280,7 @@ def _plan_configuration(
     )
     rate, why_rate = _ruled(oversample_rate, fg_fraction)
     loss, why_loss = _ruled(loss_rule, name)
-    augmentation, why_aug = _ruled(augmentation_profile, name, spacing)
+    augmentation, why_aug = _ruled(augmentation_profile, spacing, context_slices)
     why = dict(why or {})
     why.update(
         patch_size=_tag(fit_patch, fit.why),
@@ -283,15 +309,15 @@ def _plan_configuration(
     )
 
 
-def _plan_slices(ctx: _Context, name: str, total_voxels: int) -> ConfigurationPlan | str:
+def _plan_slices(ctx: PlanningContext, name: str) -> ConfigurationPlan | str:
     """``2d`` / ``2.5d`` of 3D data (or ``2d`` of 2D data)."""
     if ctx.fp.dim == 2:
-        return _plan_configuration(
+        return plan_configuration(
             ctx,
             name,
             ctx.target,
             ctx.median_shape,
-            dataset_voxels=total_voxels,
+            dataset_voxels=ctx.total_voxels,
             fg_fraction=ctx.fg_fraction,
             why={"spacing": f"target spacing {_fmt(ctx.target)}"},
         )
@@ -312,12 +338,12 @@ def _plan_slices(ctx: _Context, name: str, total_voxels: int) -> ConfigurationPl
         )
         if k < cfg.MIN_CONTEXT_SLICES:
             return f"2.5d not planned: {why['context_slices']} (fewer than 3 slices)"
-    return _plan_configuration(
+    return plan_configuration(
         ctx,
         name,
         [ctx.target[a] for a in keep],
         [ctx.median_shape[a] for a in keep],
-        dataset_voxels=total_voxels,
+        dataset_voxels=ctx.total_voxels,
         fg_fraction=ctx.fg_fraction,
         slice_axis=axis,
         context_slices=k,
@@ -325,7 +351,7 @@ def _plan_slices(ctx: _Context, name: str, total_voxels: int) -> ConfigurationPl
     )
 
 
-def _plan_lowres(ctx: _Context, full: ConfigurationPlan) -> ConfigurationPlan | str:
+def _plan_lowres(ctx: PlanningContext, full: ConfigurationPlan) -> ConfigurationPlan | str:
     """``3d_lowres`` at the first spacing where the patch covers >= 25 % of the median image."""
     needed, why_needed = cfg.needs_lowres(full.patch_size, full.median_shape)
     if not needed:
@@ -362,7 +388,7 @@ def _plan_lowres(ctx: _Context, full: ConfigurationPlan) -> ConfigurationPlan | 
         f"covers {100 * coverage:.0f} % of the median image {_fmt(median)} "
         f"({reduction:.1f}x fewer voxels than full resolution)"
     }
-    return _plan_configuration(
+    return plan_configuration(
         ctx,
         "3d_lowres",
         spacing,
@@ -373,7 +399,9 @@ def _plan_lowres(ctx: _Context, full: ConfigurationPlan) -> ConfigurationPlan | 
     )
 
 
-def _plan_crop(ctx: _Context, planned: Mapping[str, ConfigurationPlan]) -> ConfigurationPlan | str:
+def _plan_crop(
+    ctx: PlanningContext, planned: Mapping[str, ConfigurationPlan]
+) -> ConfigurationPlan | str:
     extent = cfg.foreground_extent_p95([c.foreground_extent_all_mm for c in ctx.fp.cases])
     if extent is None:
         return "crop not planned: no case has foreground"
@@ -392,7 +420,7 @@ def _plan_crop(ctx: _Context, planned: Mapping[str, ConfigurationPlan]) -> Confi
         localiser=localiser,
         localiser_spacing=list(planned[localiser].spacing),
     )
-    return _plan_configuration(
+    return plan_configuration(
         ctx,
         "crop",
         spacing,
@@ -414,8 +442,34 @@ def _plan_crop(ctx: _Context, planned: Mapping[str, ConfigurationPlan]) -> Confi
     )
 
 
+# The built-in configurations, in the order of BUILTIN_CONFIGURATIONS.
+@register_configuration("2d", dims=(2, 3), automatic=True)
+def _config_2d(ctx: PlanningContext, planned: Mapping[str, ConfigurationPlan]) -> Any:
+    return _plan_slices(ctx, "2d")
+
+
+@register_configuration("2.5d", dims=(3,), automatic=True)
+def _config_25d(ctx: PlanningContext, planned: Mapping[str, ConfigurationPlan]) -> Any:
+    return _plan_slices(ctx, "2.5d")
+
+
+@register_configuration("3d_fullres", dims=(3,), automatic=True)
+def _config_3d_fullres(ctx: PlanningContext, planned: Mapping[str, ConfigurationPlan]) -> Any:
+    return ctx.full_resolution()
+
+
+@register_configuration("3d_lowres", dims=(3,), automatic=True)
+def _config_3d_lowres(ctx: PlanningContext, planned: Mapping[str, ConfigurationPlan]) -> Any:
+    return _plan_lowres(ctx, ctx.full_resolution())
+
+
+@register_configuration("crop", dims=(3,), automatic=True)
+def _config_crop(ctx: PlanningContext, planned: Mapping[str, ConfigurationPlan]) -> Any:
+    return _plan_crop(ctx, planned)
+
+
 def _with_time_fit(
-    ctx: _Context, name: str, config: ConfigurationPlan, fit: BudgetFit, timer: StepTimer
+    ctx: PlanningContext, name: str, config: ConfigurationPlan, fit: BudgetFit, timer: StepTimer
 ) -> ConfigurationPlan:
     """The configuration as the time budget left it: its rung, measured step, schedule,
     optimizer and (CPU) thread count."""
@@ -490,7 +544,7 @@ def _with_time_fit(
 
 
 def _resolutions(
-    ctx: _Context, planned: Mapping[str, ConfigurationPlan]
+    ctx: PlanningContext, planned: Mapping[str, ConfigurationPlan]
 ) -> tuple[dict[str, list[Resolution]], str]:
     """The coarser grids each configuration may train on when the time budget is short
     (:mod:`autoseg.planning.resolution`): up to the coarsest factor the reference masks
@@ -612,7 +666,7 @@ def plan_dataset(
     median_shape = median_resampled_shape(shapes, spacings, target)
     total_voxels = total_resampled_voxels(shapes, spacings, target)
     fg_fraction = _median_foreground_fraction(fp)
-    ctx = _Context(
+    ctx = PlanningContext(
         fp=fp,
         spacings=spacings,
         shapes=shapes,
@@ -623,39 +677,23 @@ def plan_dataset(
         network=network,
         estimator=CachedEstimator(estimator or network_memory_gb),
         budget_gb=device_info.gpu_memory_gb,
+        total_voxels=total_voxels,
     )
 
-    wanted = list(cfg.candidate_configurations(fp.dim)) if requested is None else requested
+    wanted = (
+        list(candidates(fp.dim, cfg.candidate_configurations(fp.dim)))
+        if requested is None
+        else requested
+    )
     planned: dict[str, ConfigurationPlan] = {}
     notes: list[str] = []
-    full: ConfigurationPlan | None = None  # also needed by 3d_lowres when not requested
-    order = [n for n in CONFIG_NAMES if n in wanted]
+    order = [n for n in configuration_names() if n in wanted]
     for name in progress_bar(order, desc="planning", unit="config", disable=not progress):
-        if name in ("3d_fullres", "3d_lowres") and full is None:
-            full = _plan_configuration(
-                ctx,
-                "3d_fullres",
-                target,
-                median_shape,
-                dataset_voxels=total_voxels,
-                fg_fraction=fg_fraction,
-                why={"spacing": "target spacing"},
-            )
-        result: ConfigurationPlan | str
-        if name == "3d_fullres":
-            assert full is not None
-            result = full
-        elif name == "3d_lowres":
-            assert full is not None
-            result = _plan_lowres(ctx, full)
-        elif name == "crop":
-            result = _plan_crop(ctx, planned)
-        else:
-            result = _plan_slices(ctx, name, total_voxels)
+        result = CONFIGURATIONS.get(name).plan(ctx, planned)
         if isinstance(result, ConfigurationPlan):
             planned[name] = result
         else:
-            notes.append(result)
+            notes.append(str(result))
     if not planned:
         raise AutosegError(
             "no configuration could be planned: " + "; ".join(notes),

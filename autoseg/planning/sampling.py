@@ -53,16 +53,18 @@ def loss_rule(config: str) -> tuple[Loss, str]:
     return Loss(batch_dice=True), "dice_ce; patches may miss the structure -> batch Dice"
 
 
-def augmentation_profile(config: str, spacing: Sequence[float]) -> tuple[str, str]:
+def augmentation_profile(spacing: Sequence[float], context_slices: int = 1) -> tuple[str, str]:
     """Augmentation profile name (the data loader defines each profile).
 
     ``2d`` / ``2.5d`` (the same transform applied to all k context slices) for the slice
-    configurations; for 3D ``3d_anisotropic`` when the configuration's spacing is anisotropic
-    (ratio > 3: rotate and scale in-plane only, as nnU-Net's "dummy 2D" augmentation -
-    rotating 3 mm slices out of plane invents data), else ``3d``.
+    configurations (two spacing values; read from the fields, not the name, so a registered
+    configuration gets the right one); for 3D ``3d_anisotropic`` when the configuration's
+    spacing is anisotropic (ratio > 3: rotate and scale in-plane only, as nnU-Net's "dummy
+    2D" augmentation - rotating 3 mm slices out of plane invents data), else ``3d``.
     """
-    if config in ("2d", "2.5d"):
-        return config, f"{config} configuration"
+    if len(spacing) == 2:  # a slice configuration: 2D, or 2.5D stacks of k slices
+        profile = "2.5d" if context_slices > 1 else "2d"
+        return profile, f"{profile} configuration"
     ratio = max(spacing) / min(spacing)
     if ratio > ANISOTROPY_THRESHOLD:
         return "3d_anisotropic", f"spacing anisotropy {ratio:.3g} > {ANISOTROPY_THRESHOLD:g}"
