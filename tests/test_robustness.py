@@ -68,6 +68,10 @@ def test_slice_axis_is_the_coarsest_in_3d_and_none_in_2d():
     assert slice_axis((0.5, 0.5, 2.0)) == 2
     assert slice_axis((1.0, 1.0, 1.0)) == 0
     assert slice_axis((0.1, 0.1)) is None
+    # one frame stored as a volume: the one-voxel axis, whatever the spacings say
+    assert slice_axis((1.0, 1.5, 1.5), (1, 40, 50)) == 0
+    w = crop_window((1, 40, 50), (1.0, 1.5, 1.5), 0.6, 0.2)
+    assert (w[0].start, w[0].stop) == (0, 1) and w[1].stop == 40 and w[2].stop == 50
 
 
 def test_crop_window_keeps_the_fraction_centred_and_shift_stays_inside():

@@ -61,16 +61,21 @@ class Perturbed:
     geometry: Geometry
 
 
-def slice_axis(spacing_zyx: Sequence[float]) -> int | None:
-    """The through-plane array axis of a 3D image: the coarsest spacing (first on ties, so z
-    for an isotropic volume); None in 2D, where every axis is in-plane."""
+def slice_axis(spacing_zyx: Sequence[float], shape_zyx: Sequence[int] | None = None) -> int | None:
+    """The through-plane array axis of a 3D image: an axis one voxel thick (a single frame
+    stored as a volume), else the coarsest spacing (first on ties, so z for an isotropic
+    volume); None in 2D, where every axis is in-plane."""
     if len(spacing_zyx) < 3:
         return None
+    if shape_zyx is not None and 1 in [int(n) for n in shape_zyx]:
+        return [int(n) for n in shape_zyx].index(1)
     return int(np.argmax(np.asarray(spacing_zyx, dtype=float)))
 
 
-def in_plane_axes(spacing_zyx: Sequence[float]) -> tuple[int, ...]:
-    through = slice_axis(spacing_zyx)
+def in_plane_axes(
+    spacing_zyx: Sequence[float], shape_zyx: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    through = slice_axis(spacing_zyx, shape_zyx)
     return tuple(a for a in range(len(spacing_zyx)) if a != through)
 
 
@@ -85,7 +90,7 @@ def crop_window(
     inside the image. The slice axis of a 3D image is cropped (centred) but never shifted."""
     if not 0.0 < keep <= 1.0:
         raise AutosegError(f"crop keeps {keep} of the extent; it must be in (0, 1]")
-    moved = set(in_plane_axes(spacing_zyx))
+    moved = set(in_plane_axes(spacing_zyx, shape_zyx))
     window = []
     for axis, n in enumerate(shape_zyx):
         n = int(n)
