@@ -15,6 +15,7 @@ import torch
 from conftest import one_torch_thread, shrink_2d_plan, tiny_us_dataset
 
 from autoseg.cli import main
+from autoseg.evaluation.report.suggestions import section_suggestions
 from autoseg.inference import suggest as suggest_module
 from autoseg.inference.sliding_window import WindowSpec, predict_sliding_window
 from autoseg.inference.suggest import select_diverse, thumbnail, thumbnail_distance
@@ -274,6 +275,12 @@ def test_suggest_labels_end_to_end(trained, tmp_path, capsys, monkeypatch):
     with one_torch_thread():
         assert main([*argv, "-n", "1", "--folds", "0", "--no-progress", "--no-tta"]) == 0
     assert (root / "results" / "042_TinyUS" / "suggestions" / "suggestions.json").is_file()
+    # ... where the report's section finds them
+    html = section_suggestions(root / "results" / "042_TinyUS")
+    listed = json.loads((root / "results/042_TinyUS/suggestions/suggestions.json").read_text())
+    first = listed["suggestions"][0]
+    assert first["case"] in html and "the most uncertain scan" in html
+    assert "No suggestions yet" in section_suggestions(tmp_path)
 
     # nothing half-written when it fails after predicting
     def broken(image):

@@ -21,6 +21,7 @@ SECTIONS = (
     ("worst-cases", "6. Worst cases"),
     ("measurements", "7. Measurements"),
     ("cohorts", "8. Cohorts"),
+    ("suggestions", "9. Scans to label next"),
 )
 _SECTION_ERRORS = (AutosegError, OSError, ValueError, KeyError, TypeError, IndexError)
 _DASH = "–"

@@ -47,6 +47,7 @@ from autoseg.evaluation.report.per_case import (
     section_cases,
     section_worst,
 )
+from autoseg.evaluation.report.suggestions import section_suggestions
 from autoseg.evaluation.report.training_section import (
     section_training,
 )
@@ -121,6 +122,7 @@ def build_report(
         "worst-cases": _guarded(lambda: section_worst(data, source, results, by_case, max_worst)),
         "measurements": _guarded(lambda: section_measurements(data, source, results)),
         "cohorts": _guarded(lambda: section_cohorts(data, source, results)),
+        "suggestions": _guarded(lambda: section_suggestions(data.res)),
     }
     page = render_page(data, bodies)
     path = Path(out) if out is not None else data.res / REPORT_FILE
