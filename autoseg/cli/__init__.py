@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "autoseg.cli.plan_and_train",
     "autoseg.cli.find_best",
     "autoseg.cli.predict",
+    "autoseg.cli.suggest_labels",
     "autoseg.cli.export_model",
     "autoseg.cli.evaluate",
     "autoseg.cli.measure",

@@ -22,6 +22,12 @@ def register(sub) -> None:
     p.add_argument("--no-tta", action="store_true", help="no mirroring (about 2^dim faster)")
     p.add_argument("--no-postprocessing", action="store_true")
     p.add_argument("--save-probabilities", action="store_true")
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write <case>_uncertainty and <case>_disagreement maps (0..1, the input's "
+        "grid) and uncertainty.json/.csv with a score per case",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--fp32",
@@ -52,10 +58,17 @@ def run(args) -> int:
         inputs,
         args.output,
         save_probabilities=args.save_probabilities,
+        uncertainty=args.uncertainty,
         progress=not args.no_progress,
     )
     flagged = [c for c, f in summary.flags.items() if f["check"]]
     print(f"{len(summary.written)} of {len(inputs)} cases written to {args.output}")
+    if args.uncertainty and summary.uncertainty:
+        top = max(summary.uncertainty, key=lambda c: summary.uncertainty[c]["score"])
+        print(
+            f"uncertainty scores in {args.output}/uncertainty.csv; highest: {top} "
+            f"({summary.uncertainty[top]['score']:.3f})"
+        )
     if flagged:
         print(f"check these cases (see predictions.json): {', '.join(flagged)}")
     for case, message in summary.failed.items():

@@ -5,6 +5,9 @@ Inputs: one image file, a folder of image files (multi-channel cases named
 subfolders are DICOM series. Outputs: ``<case><ext>`` in the input's format (DICOM and JPEG
 inputs are written as NIfTI and PNG: a segmentation is not a DICOM image, and JPEG would blur
 label values), on the input's exact grid, plus ``predictions.json`` with per-case quality flags.
+With ``uncertainty``, also ``<case>_uncertainty<ext>`` and ``<case>_disagreement<ext>`` (float
+maps, 0..1, on the same grid; NIfTI where the prediction is PNG) and ``uncertainty.json`` /
+``uncertainty.csv`` with one score per case (:mod:`autoseg.inference.uncertainty`).
 A corrupt input is reported by name and skipped; the others complete, and the exit is non-zero.
 """
 
@@ -15,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +136,7 @@ class PredictionSummary:
     written: list[Path]
     failed: dict[str, str]
     flags: dict[str, dict[str, Any]]
+    uncertainty: dict[str, dict[str, Any]] = field(default_factory=dict)  # case -> summary
 
     @property
     def ok(self) -> bool:
@@ -145,15 +149,17 @@ def predict_cases(
     out_dir: str | os.PathLike,
     *,
     save_probabilities: bool = False,
+    uncertainty: bool = False,
     progress: bool = True,
 ) -> PredictionSummary:
-    """Predict every case, reading the next one while the network runs."""
+    """Predict every case, reading the next one while the network runs. ``uncertainty``
+    writes the uncertainty maps and scores too (see the module docstring)."""
     from autoseg.progress import progress_bar
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     input_files = {p.resolve() for c in inputs for p in c.paths}
-    written, failed, flags = [], {}, {}
+    written, failed, flags, scores = [], {}, {}, {}
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(_read, inputs[0]) if inputs else None
         for i, case in enumerate(
@@ -173,10 +179,17 @@ def predict_cases(
                 failed[case.case_id] = f"{target}: output would overwrite an input; choose -o"
                 continue
             with failure_context("predict", case.case_id):
-                seg, probs, case_flags = predictor.predict(image, geometry)
+                if uncertainty:
+                    seg, probs, case_flags, unc = predictor.predict_with_uncertainty(
+                        image, geometry
+                    )
+                else:
+                    seg, probs, case_flags = predictor.predict(image, geometry)
                 write_image(target, seg, geometry)
                 if save_probabilities:
                     _save_probabilities(out_dir / f"{case.case_id}_probabilities.npz", probs)
+                if uncertainty:
+                    scores[case.case_id] = _save_uncertainty(out_dir, case, unc, geometry)
             written.append(target)
             flags[case.case_id] = case_flags.to_dict()
     report = {
@@ -185,7 +198,60 @@ def predict_cases(
         "n_flagged": sum(1 for f in flags.values() if f["check"]),
     }
     write_json_atomic(out_dir / "predictions.json", report)
-    return PredictionSummary(written, failed, flags)
+    if uncertainty:
+        write_uncertainty_summary(out_dir, scores)
+    return PredictionSummary(written, failed, flags, scores)
+
+
+UNCERTAINTY_COLUMNS = (
+    "case",
+    "score",
+    "disagreement",
+    "region_voxels",
+    "region_fraction",
+    "members",
+    "member_kind",
+    "uncertainty_map",
+    "disagreement_map",
+)
+
+
+def _save_uncertainty(out_dir: Path, case: InputCase, unc: Any, geometry: Any) -> dict[str, Any]:
+    from autoseg.inference.uncertainty import map_extension
+
+    ext = map_extension(case.out_ext)
+    maps = {
+        "uncertainty_map": f"{case.case_id}_uncertainty{ext}",
+        "disagreement_map": f"{case.case_id}_disagreement{ext}",
+    }
+    write_image(out_dir / maps["uncertainty_map"], unc.entropy, geometry)
+    write_image(out_dir / maps["disagreement_map"], unc.disagreement, geometry)
+    return {**unc.summary(), **maps}
+
+
+def write_uncertainty_summary(out_dir: Path, scores: dict[str, dict[str, Any]]) -> None:
+    """``uncertainty.json`` (cases, most uncertain first, and what the numbers mean) and
+    ``uncertainty.csv`` (one row per case), both written atomically."""
+    import csv
+
+    from autoseg.io.atomic import atomic_path
+
+    order = sorted(scores, key=lambda c: (-scores[c]["score"], c))
+    write_json_atomic(
+        out_dir / "uncertainty.json",
+        {
+            "score": "mean normalised entropy (0..1) over the voxels with >= 10 % foreground "
+            "probability, grown by one voxel (whole image when there are none)",
+            "disagreement": "mean normalised mutual information between the ensemble members "
+            "over the same voxels",
+            "cases": {c: scores[c] for c in order},
+        },
+    )
+    with atomic_path(out_dir / "uncertainty.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=UNCERTAINTY_COLUMNS)
+        writer.writeheader()
+        for c in order:
+            writer.writerow({"case": c, **{k: scores[c][k] for k in UNCERTAINTY_COLUMNS[1:]}})
 
 
 def _save_probabilities(path: Path, probs: np.ndarray) -> None:

@@ -195,6 +195,9 @@ class Predictor:
         self.training_volumes_mm3 = list(training_volumes_mm3 or [])
         self.batch_size = batch_size
         self._case_cache: dict[str, tuple] = {}  # per case: config -> result (see predict)
+        # per case, with uncertainty: config -> its members' disagreement (nats, input grid)
+        self._disagreement_cache: dict[str, np.ndarray] = {}
+        self._uncertainty = False  # set while predict_with_uncertainty runs
         from autoseg.preprocessing.preprocess import params_from_plan
 
         self._params = {name: params_from_plan(plan, [name])[0] for name in self._all_configs()}
@@ -219,22 +222,67 @@ class Predictor:
             for m in models
         ]
 
+    @property
+    def n_models(self) -> int:
+        """Fold networks the prediction averages (every fold of every configuration)."""
+        return sum(len(m) for m in self.models.values())
+
+    def _member_kind(self) -> tuple[str, int]:
+        """What the uncertainty's disagreement compares: the models when there are several,
+        the mirror views of a single model with TTA, nothing otherwise."""
+        if self.n_models > 1:
+            return "models", self.n_models
+        if self.tta:
+            config = next(iter(self.models))
+            spec = window_spec(self.plan, config, tta=True, overlap=self.overlap)
+            axes = spec.mirror_axes if spec.mirror_axes is not None else range(spec.dim)
+            n = 2 ** len(tuple(axes))
+            if n > 1:
+                return "mirrors", n
+        return "single", 1
+
+    def _mirror_disagreement(
+        self, model: FoldModel, data: np.ndarray, config: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = window_spec(self.plan, config, tta=self.tta, overlap=self.overlap)
+        return predict_sliding_window(
+            model.network,
+            data,
+            spec,
+            device=self.device,
+            batch_size=self.batch_size,
+            amp=self.amp,
+            disagreement=True,
+        )
+
     def probabilities_preprocessed(
         self,
         data: np.ndarray,
         properties: dict[str, Any],
         config: str,
         window: tuple[slice, ...] | None = None,
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        *,
+        disagreement: bool = False,
+    ) -> tuple[np.ndarray, list[np.ndarray]] | tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """Fold-averaged probabilities (K, Z, Y, X) on the preprocessed grid, and each fold's
-        argmax (for the disagreement flag). ``window`` restricts prediction to a crop."""
+        argmax (for the disagreement flag). ``window`` restricts prediction to a crop.
+
+        ``disagreement``: also the members' mutual information (Z, Y, X) in nats on this grid
+        (:mod:`autoseg.inference.uncertainty`): between the folds when there are several,
+        between the mirror views when this is the only model and TTA is on, else 0. Taken
+        here, before resampling, so that interpolation never counts as disagreement."""
         models = self.models.get(config) or self.localisers[config]
+        mirrors = disagreement and self._member_kind()[0] == "mirrors"
+        mirror_dis = None
+        sub = data if window is None else data[(slice(None), *window)]
+        if mirrors:
+            probs, mirror_dis = self._mirror_disagreement(models[0], sub, config)
+            folds = [probs]
+        else:
+            folds = self._fold_probabilities(models, sub, config)
         if window is None:
-            folds = self._fold_probabilities(models, data, config)
             full = [f.numpy() for f in folds]
         else:
-            sub = data[(slice(None), *window)]
-            folds = self._fold_probabilities(models, sub, config)
             full = []
             for f in folds:
                 canvas = np.zeros((f.shape[0], *data.shape[1:]), np.float32)
@@ -242,7 +290,23 @@ class Predictor:
                 canvas[(slice(None), *window)] = f.numpy()
                 full.append(canvas)
         mean = np.mean(full, axis=0)
-        return mean, [np.argmax(f, axis=0) for f in full]
+        maps = [np.argmax(f, axis=0) for f in full]
+        if not disagreement:
+            return mean, maps
+        from autoseg.inference.uncertainty import disagreement as mutual_info
+        from autoseg.inference.uncertainty import entropy
+
+        if mirror_dis is not None:
+            dis = np.zeros(data.shape[1:], np.float32)
+            dis[window or ...] = mirror_dis.numpy()
+        elif len(full) > 1:
+            member_entropy = np.zeros(data.shape[1:], np.float32)
+            for f in full:
+                member_entropy += entropy(f)
+            dis = mutual_info(mean, member_entropy / np.float32(len(full)))
+        else:
+            dis = np.zeros(data.shape[1:], np.float32)
+        return mean, maps, dis
 
     def _crop_window(
         self, image: np.ndarray, geometry: Geometry, config: str, properties: dict[str, Any]
@@ -269,7 +333,7 @@ class Predictor:
         self, image: np.ndarray, geometry: Geometry, config: str
     ) -> tuple[np.ndarray, list[np.ndarray], bool]:
         """Probabilities on the original grid for one configuration (+ folds' label maps)."""
-        from autoseg.preprocessing.invert import invert_labels, invert_probabilities
+        from autoseg.preprocessing.invert import invert_labels, invert_map, invert_probabilities
 
         if config in self._case_cache:  # e.g. the crop's localiser is also in the ensemble
             return self._case_cache[config]
@@ -279,7 +343,15 @@ class Predictor:
         cfg = self.plan.configurations[config]
         if config == "crop" and cfg.crop is not None:
             window, missed = self._crop_window(image, geometry, config, pre.properties)
-        probs, fold_maps = self.probabilities_preprocessed(pre.data, pre.properties, config, window)
+        if self._uncertainty and config in self.models:
+            probs, fold_maps, dis = self.probabilities_preprocessed(
+                pre.data, pre.properties, config, window, disagreement=True
+            )
+            self._disagreement_cache[config] = invert_map(dis, pre.properties)[0]
+        else:
+            probs, fold_maps = self.probabilities_preprocessed(
+                pre.data, pre.properties, config, window
+            )
         back, _ = invert_probabilities(probs, pre.properties)
         fold_back = [invert_labels(m.astype(np.uint8), pre.properties)[0] for m in fold_maps]
         self._case_cache[config] = (back, fold_back, missed)
@@ -294,23 +366,62 @@ class Predictor:
         ``image`` is (C, *spatial) as :func:`autoseg.preprocessing.preprocess.read_case`
         returns it.
         """
-        self._case_cache = {}
-        all_probs, all_folds, missed_any = [], [], False
-        for config in self.models:
-            probs, folds, missed = self.config_probabilities(image, geometry, config)
-            all_probs.append(probs)
-            all_folds.extend(folds)
-            missed_any |= missed
-        probs = np.mean(all_probs, axis=0).astype(np.float32)
-        seg = np.argmax(probs, axis=0).astype(np.uint8)
-        if self.postprocessing:
-            from autoseg.postprocessing.rules import apply_postprocessing
-
-            seg = apply_postprocessing(seg, self.postprocessing, geometry.spacing_zyx)
-        flags = self.quality_flags(seg, probs, all_folds, geometry)
-        flags.localiser_missed = missed_any
-        self._case_cache = {}
+        seg, probs, flags, _ = self._predict(image, geometry, uncertainty=False)
         return seg, probs, flags
+
+    def predict_with_uncertainty(self, image: np.ndarray, geometry: Geometry) -> tuple:
+        """:meth:`predict` plus a :class:`~autoseg.inference.uncertainty.CaseUncertainty`
+        (entropy and disagreement maps on the input's grid). The label map and probabilities
+        are the same numbers :meth:`predict` gives."""
+        return self._predict(image, geometry, uncertainty=True)
+
+    def _predict(self, image: np.ndarray, geometry: Geometry, *, uncertainty: bool) -> tuple:
+        self._case_cache, self._disagreement_cache = {}, {}
+        self._uncertainty = uncertainty
+        try:
+            all_probs, all_folds, missed_any = [], [], False
+            for config in self.models:
+                probs, folds, missed = self.config_probabilities(image, geometry, config)
+                all_probs.append(probs)
+                all_folds.extend(folds)
+                missed_any |= missed
+            probs = np.mean(all_probs, axis=0).astype(np.float32)
+            seg = np.argmax(probs, axis=0).astype(np.uint8)
+            if self.postprocessing:
+                from autoseg.postprocessing.rules import apply_postprocessing
+
+                seg = apply_postprocessing(seg, self.postprocessing, geometry.spacing_zyx)
+            flags = self.quality_flags(seg, probs, all_folds, geometry)
+            flags.localiser_missed = missed_any
+            unc = None
+            if uncertainty:
+                dis = [self._disagreement_cache[c] for c in self.models]
+                unc = self._case_uncertainty(probs, all_probs, dis)
+        finally:
+            self._case_cache, self._disagreement_cache = {}, {}
+            self._uncertainty = False
+        return seg, probs, flags, unc
+
+    def _case_uncertainty(
+        self, probs: np.ndarray, config_probs: list[np.ndarray], config_dis: list[np.ndarray]
+    ):
+        """Combine the configurations on the input grid. The disagreement over all models
+        splits exactly into the part between the configurations' means and each
+        configuration's own (taken on its grid): with equal weights per configuration,
+        I = H(p̄) − mean_c [H(p̄_c) − I_c], where H(p̄_c) − I_c is the configuration's mean
+        model entropy."""
+        from autoseg.inference.uncertainty import case_uncertainty, entropy
+
+        if len(config_probs) == 1:
+            dis = config_dis[0]
+        else:
+            member_entropy = np.zeros(probs.shape[1:], np.float32)
+            for p, d in zip(config_probs, config_dis):
+                member_entropy += entropy(p) - d
+            member_entropy /= np.float32(len(config_probs))
+            dis = np.maximum(entropy(probs) - member_entropy, 0.0).astype(np.float32)
+        kind, members = self._member_kind()
+        return case_uncertainty(probs, dis, members=members, member_kind=kind)
 
     def quality_flags(
         self,

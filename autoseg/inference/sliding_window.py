@@ -88,11 +88,23 @@ def _mirror_sets(
     return [c for r in range(len(spatial) + 1) for c in itertools.combinations(spatial, r)]
 
 
+def _entropy(prob: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) over the class axis 1 of (B, K, ...) probabilities."""
+    return -(prob * torch.log(prob.clamp_min(1e-30))).sum(dim=1)
+
+
 def _predict_patch(
-    network: nn.Module, x: torch.Tensor, mirror_sets: list[tuple[int, ...]], amp: bool
-) -> torch.Tensor:
-    """Softmax probabilities for a batch of windows, averaged over the mirror set."""
+    network: nn.Module,
+    x: torch.Tensor,
+    mirror_sets: list[tuple[int, ...]],
+    amp: bool,
+    disagreement: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities for a batch of windows, averaged over the mirror set; with
+    ``disagreement`` also the mirror views' mutual information (B, ...) in nats: the entropy
+    of their mean minus their mean entropy (autoseg.inference.uncertainty)."""
     total = None
+    member_entropy = None
     dtype = precision.autocast_dtype(x.device.type, amp)
     for axes in mirror_sets:
         inp = torch.flip(x, axes) if axes else x
@@ -103,7 +115,13 @@ def _predict_patch(
         prob = torch.softmax(out.float(), dim=1)
         prob = torch.flip(prob, axes) if axes else prob
         total = prob if total is None else total + prob
-    return total / len(mirror_sets)
+        if disagreement:
+            h = _entropy(prob)
+            member_entropy = h if member_entropy is None else member_entropy + h
+    mean = total / len(mirror_sets)
+    if not disagreement:
+        return mean
+    return mean, (_entropy(mean) - member_entropy / len(mirror_sets)).clamp_min(0.0)
 
 
 def _pad_to(image: torch.Tensor, min_shape: Sequence[int]) -> tuple[torch.Tensor, list[slice]]:
@@ -148,11 +166,17 @@ def predict_sliding_window(
     device: torch.device | str = "cpu",
     batch_size: int | None = None,
     amp: bool = True,
-) -> torch.Tensor:
+    disagreement: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities (K, Z, Y, X) for a preprocessed image (C, Z, Y, X), on the CPU.
 
     ``batch_size`` windows go through the network together (default:
     :func:`window_batch_size`).
+
+    ``disagreement``: also return (Z, Y, X), the mutual information (nats) between the mirror
+    views, averaged over the windows with the same Gaussian weights as the probabilities. It is
+    taken within each window, so windows that disagree with each other do not count: the
+    members are the mirror views only. The probabilities are the same with or without it.
 
     3D networks slide a 3D window. 2D and 2.5D networks predict every slice along
     ``spec.slice_axis``: a 2.5D network sees slices s-k//2 .. s+k//2 (edges replicated) stacked
@@ -162,8 +186,20 @@ def predict_sliding_window(
         moved = torch.as_tensor(image).movedim(1 + spec.slice_axis, 1)
         flat = replace(spec, slice_axis=0)
         out = predict_sliding_window(
-            network, moved, flat, device=device, batch_size=batch_size, amp=amp
+            network,
+            moved,
+            flat,
+            device=device,
+            batch_size=batch_size,
+            amp=amp,
+            disagreement=disagreement,
         )
+        if disagreement:
+            probs, dis = out
+            return (
+                probs.movedim(1, 1 + spec.slice_axis).contiguous(),
+                dis.movedim(0, spec.slice_axis).contiguous(),
+            )
         return out.movedim(1, 1 + spec.slice_axis).contiguous()
     device = torch.device(device)
     if batch_size is None:
@@ -178,11 +214,19 @@ def predict_sliding_window(
     gauss = gaussian_importance(spec.patch_size).to(device)
     probs = torch.zeros((spec.num_classes, *x.shape[1:]), dtype=torch.float32)
     weight = torch.zeros(x.shape[1:], dtype=torch.float32)
+    dis = torch.zeros(x.shape[1:], dtype=torch.float32) if disagreement else None
     gauss_cpu = gauss.cpu()
 
     def flush(batch: list[tuple[torch.Tensor, tuple]]) -> None:
         inp = torch.stack([b[0] for b in batch]).to(device, non_blocking=True)
-        out = _predict_patch(network, inp, mirror_sets, amp) * gauss
+        if disagreement:
+            out, mi = _predict_patch(network, inp, mirror_sets, amp, disagreement=True)
+            mi = (mi * gauss).cpu()
+            for (_, where), d in zip(batch, mi):
+                dis[where] += d.reshape(dis[where].shape)
+        else:
+            out = _predict_patch(network, inp, mirror_sets, amp)
+        out = out * gauss
         out = out.cpu()
         for (_, where), o in zip(batch, out):
             probs[(slice(None), *where)] += o.reshape(probs[(slice(None), *where)].shape)
@@ -209,4 +253,7 @@ def predict_sliding_window(
     if pending:
         flush(pending)
     probs /= weight.clamp_min(1e-8)
+    if disagreement:
+        dis /= weight.clamp_min(1e-8)
+        return probs[tuple(crop)], dis[tuple(crop[1:])]
     return probs[tuple(crop)]

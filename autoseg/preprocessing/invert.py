@@ -95,6 +95,24 @@ def invert_probabilities(
     return _finish(back, properties, 1, fill), original_geometry(properties)
 
 
+def invert_map(
+    values: np.ndarray, properties: dict[str, Any], *, fill: float = 0.0
+) -> tuple[np.ndarray, Geometry]:
+    """A continuous per-voxel map (Z, Y, X) (e.g. an uncertainty) -> float32 in the original
+    shape, resampled as probabilities are (linear; order 0 along a thick axis), ``fill``
+    outside the crop box."""
+    _check_shape(values.shape, properties)
+    back = resample_probabilities(
+        values[None].astype(np.float32, copy=False),
+        properties["shape_after_crop"],
+        properties["target_spacing"],
+        properties["original_spacing"],
+        anisotropy_ratio=_anisotropy_ratio(properties),
+        thick=properties.get("thick_axis"),
+    )
+    return _finish(back, properties, 1, [fill])[0], original_geometry(properties)
+
+
 def invert_prediction(
     prediction: np.ndarray, properties: dict[str, Any]
 ) -> tuple[np.ndarray, Geometry]:

@@ -22,6 +22,7 @@ SECTIONS = (
     ("measurements", "7. Measurements"),
     ("cohorts", "8. Cohorts"),
     ("robustness", "9. Robustness"),
+    ("suggestions", "10. Scans to label next"),
 )
 _SECTION_ERRORS = (AutosegError, OSError, ValueError, KeyError, TypeError, IndexError)
 _DASH = "–"

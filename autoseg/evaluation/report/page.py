@@ -48,6 +48,7 @@ from autoseg.evaluation.report.per_case import (
     section_worst,
 )
 from autoseg.evaluation.report.robustness_section import section_robustness
+from autoseg.evaluation.report.suggestions import section_suggestions
 from autoseg.evaluation.report.training_section import (
     section_training,
 )
@@ -123,6 +124,7 @@ def build_report(
         "measurements": _guarded(lambda: section_measurements(data, source, results)),
         "cohorts": _guarded(lambda: section_cohorts(data, source, results)),
         "robustness": _guarded(lambda: section_robustness(data)),
+        "suggestions": _guarded(lambda: section_suggestions(data.res)),
     }
     page = render_page(data, bodies)
     path = Path(out) if out is not None else data.res / REPORT_FILE
