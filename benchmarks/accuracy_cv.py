@@ -37,6 +37,7 @@ if not __package__:  # started as a file, not as a module of the package
     sys.exit(2)
 
 from autoseg.layout import ResultsLayout
+from benchmarks.results import command_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "omp_threads": os.environ.get("OMP_NUM_THREADS"),
             "python": platform.python_version(),
         },
-        "command": " ".join(sys.argv),
+        "command": " ".join(command_line()),
         "configs": {},
         "inference": {
             k: result.inference.get(k)

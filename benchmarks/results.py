@@ -132,6 +132,15 @@ def module_command(python: str | Path, name: str, *args: str | Path) -> list[str
     return [str(python), "-m", f"{PACKAGE}.{name}", *(str(a) for a in args)]
 
 
+def command_line() -> list[str]:
+    """This process's command as typed, for the record: ``python -m benchmarks.<name> ARGS``
+    when it runs as a module (``sys.argv[0]`` is then the file's full path, which started as a
+    file would not work), else ``python ARGV``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = ["-m", spec.name] if spec is not None and spec.name else sys.argv[:1]
+    return [Path(sys.executable).name, *head, *sys.argv[1:]]
+
+
 def checkout_env(base: Mapping[str, str], *first: str | Path) -> dict[str, str]:
     """``base`` with this checkout (and any folders in ``first``, before it) at the front of
     ``PYTHONPATH``: a child process, of either virtual environment and in any working folder,
@@ -228,7 +237,7 @@ def write_results(
     data = {
         "benchmark": benchmark,
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(command_line()),
         "machine": machine_info(),
         "versions": versions(bench_python),
         "notes": list(notes),

@@ -60,7 +60,7 @@ if not __package__:  # started as a file, not as a module of the package
     sys.exit(2)
 
 from benchmarks.chart import figure_met, figure_ratio, load_results, plot_ratios
-from benchmarks.results import REPO, checkout_env, parse_cpus
+from benchmarks.results import REPO, checkout_env, command_line, parse_cpus
 
 BENCH_DIR = REPO / "benchmarks"
 
@@ -538,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = args.python or (AUTOSEG_PYTHON if AUTOSEG_PYTHON.exists() else Path(sys.executable))
     if cpus is not None:
         os.sched_setaffinity(0, cpus)  # every benchmark inherits it
-    command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else ""
+    command = shlex.join(command_line()) if argv is None else ""
     started = time.time()
     statuses: list[RunStatus] = []
     if not args.collect_only:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -213,3 +214,20 @@ def test_run_all_starts_each_benchmark_as_a_module(tmp_path):
     cmd, _ = run_all.build_command("training", script, Path("/py"), tmp_path / "t.json")
     assert cmd[:3] == ["/py", "-m", "benchmarks.bench_training"]
     assert cmd[3:5] == ["--json", str(tmp_path / "t.json")]
+
+
+def test_the_recorded_command_is_the_module_form(monkeypatch):
+    """Result files record ``python -m benchmarks.<name> ARGS``, which can be run again, not
+    the module file's path that ``sys.argv[0]`` holds under ``-m``."""
+    import types
+
+    from benchmarks.results import command_line
+
+    main = types.ModuleType("__main__")
+    main.__spec__ = importlib.util.find_spec("benchmarks.chart")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", [str(BENCH / "chart.py"), "a.json", "-o", "r.png"])
+    python = Path(sys.executable).name
+    assert command_line() == [python, "-m", "benchmarks.chart", "a.json", "-o", "r.png"]
+    main.__spec__ = None  # started as a file (a tool outside the package)
+    assert command_line() == [python, str(BENCH / "chart.py"), "a.json", "-o", "r.png"]
