@@ -47,17 +47,17 @@ bench-venv:
 
 bench: $(STAMP) bench-venv
 	.venv-bench/bin/python -m pytest -q tests/test_nnunet_export.py  # nnU-Net's own dataset check
-	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
 
 bench-quick: $(STAMP) bench-venv
-	$(BIN)/python benchmarks/run_all.py --quick $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.run_all --quick $(BENCH_ARGS)
 
 # Every GPU check in one call, one summary (benchmarks/gpu_check.py); no CUDA: one line, exit 2.
 # GPU_CHECK_ARGS, e.g.: --skip bench --out DIR
 GPU_CHECK_ARGS ?=
 
 gpu-check: $(STAMP)
-	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+	$(BIN)/python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix autoseg tests benchmarks

@@ -1,6 +1,6 @@
 """Cross-validated accuracy of autoseg under a per-fold CPU time budget.
 
-    .venv/bin/python benchmarks/accuracy_cv.py DATASET --fold-budget 3m [--configs 3d_fullres]
+    .venv/bin/python -m benchmarks.accuracy_cv DATASET --fold-budget 3m [--configs 3d_fullres]
         [--folds all|0,1] [--root DIR] [--out results.json]
 
 DATASET is one of ``phantom_mri3d`` (20 thigh-MRI phantoms 24x160x160, seed 1),
@@ -29,10 +29,17 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from autoseg.layout import ResultsLayout  # noqa: E402
+from autoseg.layout import ResultsLayout
+from benchmarks.results import command_line
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The shared data sit beside the checkout (``../shared/data``); AUTOSEG_SHARED_DATA names
 # another place, e.g. when running from a git worktree elsewhere.
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "omp_threads": os.environ.get("OMP_NUM_THREADS"),
             "python": platform.python_version(),
         },
-        "command": " ".join(sys.argv),
+        "command": " ".join(command_line()),
         "configs": {},
         "inference": {
             k: result.inference.get(k)

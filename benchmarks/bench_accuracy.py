@@ -1,6 +1,6 @@
 """Cross-validated accuracy at an equal wall-clock training budget per fold: autoseg vs nnU-Net v2.
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/bench_accuracy.py \\
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python -m benchmarks.bench_accuracy \\
         --dataset phantom_mri3d|usgra_seg|brats2015_subset|phantom_us2d --fold-budget 10m \\
         [--folds all|0,1] [--cases N] [--cpus 1] [--threads 1] [--workers 0] \\
         [--nnunet-config 3d_fullres|2d] [--work DIR] [--json PATH]
@@ -82,21 +82,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(__file__).resolve().parent
-for _p in (str(REPO), str(BENCH_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from results import (  # noqa: E402
+from autoseg.layout import ResultsLayout
+from benchmarks.results import (
     DEFAULT_NNUNET_CONFIG,
+    REPO,
     Result,
+    checkout_env,
     format_table,
     from_runs,
+    module_command,
     write_results,
 )
-
-from autoseg.layout import ResultsLayout  # noqa: E402
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 N_FOLDS = 5
@@ -448,7 +451,10 @@ class Context:
         )
 
     def nn_env(self, workers: int | None = None) -> dict[str, str]:
-        env = {**self.env, **{k: str(v) for k, v in self.nn_dirs.items()}}
+        """The environment of this context's nnU-Net processes: its folders and worker count,
+        and this checkout first on ``PYTHONPATH`` (the fold driver and the budget trainer's
+        shim import ``benchmarks.bench_accuracy`` in ``.venv-bench``)."""
+        env = checkout_env({**self.env, **{k: str(v) for k, v in self.nn_dirs.items()}})
         env["nnUNet_n_proc_DA"] = str(self.workers if workers is None else workers)
         env["nnUNet_def_n_proc"] = "1"
         env["nnUNet_compile"] = "0"
@@ -487,7 +493,7 @@ def setup_nnunet(ctx: Context, splits: list[dict[str, list[str]]]) -> dict[str, 
     from autoseg.paths import raw_dir
 
     try:
-        from nnunet_bridge import write_nnunet_splits
+        from benchmarks.nnunet_bridge import write_nnunet_splits
     except ImportError as exc:
         raise SystemExit(f"benchmarks/nnunet_bridge.py is needed for the folds ({exc})") from exc
 
@@ -527,11 +533,11 @@ def autoseg_fold(ctx: Context, fold: int) -> dict[str, Any]:
     """One fold of ``plan_and_train`` with the budget a user would give it; the fold's
     figures per trained configuration."""
     import torch
-    from accuracy_cv import fold_epochs, fold_scores
 
     from autoseg.paths import results_dir
     from autoseg.pipeline import plan_and_train
     from autoseg.planning.plan import load_plan
+    from benchmarks.accuracy_cv import fold_epochs, fold_scores
 
     torch.set_num_threads(ctx.threads)
     t0 = time.perf_counter()
@@ -605,13 +611,14 @@ def driver_command(
     *,
     started_unix: float | None = None,
     validate: bool = True,
-) -> list[str | Path]:
-    """The ``.venv-bench`` command that trains one fold of ``ctx``'s nnU-Net configuration
-    under ``budget_s`` (counted from ``started_unix`` when given, else from
-    ``run_training``'s start) and then, with ``validate``, runs nnU-Net's own validation."""
-    cmd: list[str | Path] = [
+) -> list[str]:
+    """The ``.venv-bench`` command (``python -m benchmarks.bench_accuracy --nnunet-driver``)
+    that trains one fold of ``ctx``'s nnU-Net configuration under ``budget_s`` (counted from
+    ``started_unix`` when given, else from ``run_training``'s start) and then, with
+    ``validate``, runs nnU-Net's own validation."""
+    cmd = module_command(
         BENCH_PYTHON,
-        Path(__file__).resolve(),
+        "bench_accuracy",
         DRIVER_FLAG,
         "--dataset",
         ctx.nn_folder,
@@ -625,7 +632,7 @@ def driver_command(
         str(budget_s),
         "--threads",
         str(ctx.threads),
-    ]
+    )
     if started_unix is not None:
         cmd += ["--started-unix", repr(float(started_unix))]
     if not validate:
@@ -653,14 +660,14 @@ def train_nnunet_fold(
     started = time.time() if count_startup else None
     cmd = driver_command(ctx, fold, budget_s, started_unix=started, validate=validate)
     log = ctx.logs / f"nnunet_fold{fold}.log"
-    wall = _run_logged(cmd, env or ctx.nn_env(), log, "nnU-Net fold")
+    wall = _run_logged(cmd, checkout_env(env or ctx.nn_env()), log, "nnU-Net fold")
     return wall, fdir, json.loads((fdir / TRAINING_RECORD).read_text())
 
 
 def nnunet_fold(ctx: Context, fold: int, val_ids: Sequence[str]) -> dict[str, Any]:
     """One nnU-Net fold in a ``.venv-bench`` process under the budget, its validation, and
     its predictions scored with autoseg's metrics."""
-    from accuracy_cv import fold_scores
+    from benchmarks.accuracy_cv import fold_scores
 
     wall, fdir, training = train_nnunet_fold(ctx, fold, ctx.fold_budget_s)
     validation = json.loads((fdir / VALIDATION_RECORD).read_text())
@@ -854,11 +861,10 @@ def nnunet_driver(argv: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- main
 def prepare_context(args: argparse.Namespace) -> Context:
     """Convert (and subset) the dataset, pin this process, and lay out the work folders."""
-    from accuracy_cv import prepare
-    from results import parse_cpus, thread_env
-
     from autoseg.io.nnunet import nnunet_folder_name
     from autoseg.planning.schedule import parse_duration
+    from benchmarks.accuracy_cv import prepare
+    from benchmarks.results import parse_cpus, thread_env
 
     cpus = parse_cpus(args.cpus)
     os.sched_setaffinity(0, cpus)  # children inherit it
@@ -923,9 +929,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from accuracy_cv import DATASETS
-
     from autoseg.choices import parse_folds
+    from benchmarks.accuracy_cv import DATASETS
 
     if args.dataset not in DATASETS:
         raise SystemExit(f"{args.dataset}: unknown to accuracy_cv.prepare")

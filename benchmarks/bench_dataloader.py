@@ -1,6 +1,6 @@
 """Throughput of the training data pipeline: batches per second, sampling + full augmentation.
 
-    .venv/bin/python benchmarks/bench_dataloader.py [--batches 20] [--repeats 3] [--workers 0 2]
+    .venv/bin/python -m benchmarks.bench_dataloader [--batches 20] [--repeats 3] [--workers 0 2]
         [--only 3d 2d thigh] [--plans PATH/plans.json --config-3d 3d_fullres]
         [--plans-2d PATH --config-2d 2d] [--no-nnunet] [--json PATH]
 
@@ -59,14 +59,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from results import Result, from_runs, write_results  # noqa: E402
-
-from autoseg.data import LoaderConfig, build_loader  # noqa: E402
-from autoseg.data.dataset import locations_from_seg, write_case_arrays  # noqa: E402
+from autoseg.data import LoaderConfig, build_loader
+from autoseg.data.dataset import locations_from_seg, write_case_arrays
+from benchmarks.results import REPO, Result, from_runs, write_results
 
 HEART_3D_STEP_S = 48.53 / 250  # A100, dummy data, 80x192x160 x 2
 HEART_3D_VOXELS = 80 * 192 * 160 * 2

@@ -2,9 +2,9 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_fingerprint.py                      # all default sets
-    .venv/bin/python benchmarks/bench_fingerprint.py --dataset synthetic  # the tube set only
-    .venv/bin/python benchmarks/bench_fingerprint.py --dataset PATH       # a raw NNN_Name folder
+    .venv/bin/python -m benchmarks.bench_fingerprint                      # all default sets
+    .venv/bin/python -m benchmarks.bench_fingerprint --dataset synthetic  # the tube set only
+    .venv/bin/python -m benchmarks.bench_fingerprint --dataset PATH       # a raw NNN_Name folder
 
 ``--dataset`` (default ``synthetic usgra_seg brats2015_subset``) names the datasets, measured
 one after another into one result file: ``synthetic`` is a set written here, shaped like thigh
@@ -46,17 +46,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from bench_preprocess import alternate, nnunet_absent  # noqa: E402
-from results import Result, from_runs, write_results  # noqa: E402
-
-from autoseg.io import DatasetJson, Geometry, write_image  # noqa: E402
+from autoseg.io import DatasetJson, Geometry, write_image
+from benchmarks.bench_preprocess import alternate, nnunet_absent
+from benchmarks.results import REPO, Result, checkout_env, from_runs, write_results
 
 NNUNET_BIN = REPO / ".venv-bench" / "bin" / "nnUNetv2_extract_fingerprint"
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
@@ -169,7 +168,7 @@ def _write_json(path: Path, results: list[Result], notes: list[str]) -> None:
 def dataset_for(choice: str, args: argparse.Namespace, work: Path) -> Path | None:
     """The raw folder of one ``--dataset`` value (generated or converted once under ``work``);
     ``None`` when a real dataset's shared data is absent."""
-    from accuracy_cv import DATASETS, converted
+    from benchmarks.accuracy_cv import DATASETS, converted
 
     if choice == "synthetic":
         dataset_dir = work / "raw" / "900_BenchTube"
@@ -202,7 +201,7 @@ def bench_dataset(
     elif choice != str(dataset_dir):
         label = f"{choice} ({n} cases)"
     note = f"{label}: autoseg (API, in-process, not compared) median {statistics.median(api):.2f} s"
-    env = dict(os.environ, AUTOSEG_ROOT=str(work / "autoseg_root"), PYTHONPATH=str(REPO))
+    env = checkout_env(dict(os.environ, AUTOSEG_ROOT=str(work / "autoseg_root")))
     cmd = [sys.executable, "-m", "autoseg", "fingerprint", str(dataset_dir), "--overwrite"]
     ours_cmd = ([*cmd, "--workers", str(args.workers)], env)
     if nnunet_absent(args.nnunet_bin):

@@ -3,7 +3,7 @@
 Usage (from the repository root; development settings on core 1 with one thread)::
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c 1 .venv/bin/python
-        benchmarks/bench_inference.py [--kinds mri3d us2d] [--cases 10] [--folds 0]
+        -m benchmarks.bench_inference [--kinds mri3d us2d] [--cases 10] [--folds 0]
         [--repeats 3] [--threads 1] [--cpus 1]
         [--device cpu|cuda] [--tta on off] [--train-cases 20 30] [--train-epochs 4]
         [--train-iterations 50] [--plan-budget 900] [--model-root ROOT --dataset NAME ...
@@ -100,13 +100,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(__file__).resolve().parent
-for _p in (str(REPO), str(BENCH_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from results import (  # noqa: E402
+from autoseg.layout import ResultsLayout
+from benchmarks.results import (
+    REPO,
     Result,
     format_table,
     from_runs,
@@ -114,8 +117,6 @@ from results import (  # noqa: E402
     run_measured,
     write_results,
 )
-
-from autoseg.layout import ResultsLayout  # noqa: E402
 
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 AUTOSEG_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -592,14 +593,13 @@ def validation_set(model: Model, n_cases: int, work: Path) -> tuple[Path, Path, 
 
 def export_to_nnunet(model: Model, nnunet_results: Path) -> str:
     """Write the nnU-Net results folder with every fold's weights; returns its dataset name."""
-    import nnunet_bridge as bridge
-
     from autoseg.inference.predictor import trained_mirror_axes
     from autoseg.io import load_dataset_json
     from autoseg.io.nnunet import nnunet_folder_name
     from autoseg.networks.checkpoint import load_checkpoint
     from autoseg.paths import preprocessed_dir, raw_dir
     from autoseg.planning.plan import plan_from_dict
+    from benchmarks import nnunet_bridge as bridge
 
     raw = raw_dir(model.root) / model.folder
     nn_name = nnunet_folder_name(raw)
@@ -832,7 +832,7 @@ def notes(args: argparse.Namespace) -> list[str]:
 
 def bridge_differences() -> list[str]:
     """The bridge's list of what the exported nnU-Net model cannot copy, less training."""
-    import nnunet_bridge
+    from benchmarks import nnunet_bridge
 
     return [
         f"bridge: {d}" for d in nnunet_bridge.KNOWN_DIFFERENCES if not d.startswith("nnUNetTrainer")

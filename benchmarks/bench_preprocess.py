@@ -2,10 +2,10 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_preprocess.py                  # 20 phantoms, 2 cores
-    .venv/bin/python benchmarks/bench_preprocess.py --vary-spacing   # force resampling
-    .venv/bin/python benchmarks/bench_preprocess.py --resampling     # backends only
-    .venv/bin/python benchmarks/bench_preprocess.py --cases 4 --shape 12 64 64 --repeats 1 \
+    .venv/bin/python -m benchmarks.bench_preprocess                  # 20 phantoms, 2 cores
+    .venv/bin/python -m benchmarks.bench_preprocess --vary-spacing   # force resampling
+    .venv/bin/python -m benchmarks.bench_preprocess --resampling     # backends only
+    .venv/bin/python -m benchmarks.bench_preprocess --cases 4 --shape 12 64 64 --repeats 1 \
         --workers 1 --no-resampling                                  # smoke run
 
 The dataset is the 3D thigh-MRI nerve phantom (:mod:`autoseg.phantoms`): 20 volumes of
@@ -62,16 +62,23 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from results import DEFAULT_NNUNET_CONFIG, Result, from_runs, run_measured, write_results  # noqa: E402
-
-from autoseg.io import DatasetJson, Geometry, write_image  # noqa: E402
+from autoseg.io import DatasetJson, Geometry, write_image
+from benchmarks.results import (
+    DEFAULT_NNUNET_CONFIG,
+    REPO,
+    Result,
+    checkout_env,
+    from_runs,
+    run_measured,
+    write_results,
+)
 
 NNUNET_BIN = REPO / ".venv-bench" / "bin" / "nnUNetv2_plan_and_preprocess"
 DATASET_ID = 951
@@ -302,7 +309,7 @@ def autoseg_commands(name: str, root: Path, config: str, workers: int) -> dict[s
         f"run_plan({common}, device='cpu', overwrite=True, progress=False); "
     )
     head = "from autoseg.preprocessing import preprocess_dataset; "
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = checkout_env(os.environ)
     codes = (head + preprocess, head + pipeline + preprocess)
     return {stage: ([sys.executable, "-c", code], env) for stage, code in zip(STAGES, codes)}
 
@@ -337,9 +344,8 @@ def nnunet_commands(
 def bench_dataset(choice: str, args: argparse.Namespace, work: Path) -> list[Result] | None:
     """Both systems on one dataset (``thigh``: the generated phantoms; otherwise an accuracy
     benchmark dataset), every stage; ``None`` when that dataset's shared data is absent."""
-    from accuracy_cv import converted
-
     from autoseg.planning import run_plan
+    from benchmarks.accuracy_cv import converted
 
     root = work / choice / "autoseg_root"
     if choice == "thigh":

@@ -1,6 +1,6 @@
 """Training throughput: autoseg against nnU-Net v2, same configuration, data and settings.
 
-    taskset -c 1 .venv/bin/python benchmarks/bench_training.py [--device cpu|cuda]
+    taskset -c 1 .venv/bin/python -m benchmarks.bench_training [--device cpu|cuda]
         [--only 3d 2d brats] [--plans autoseg nnunet] [--cases 20 --frames 30]
         [--iterations 20] [--warmup 3] [--repeats 3] [--threads 1] [--cpus 1] [--workers 0]
         [--time-budget 2h | none] [--gpu-memory GB]
@@ -101,14 +101,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(__file__).resolve().parent
-for _p in (str(REPO), str(BENCH_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from results import parse_cpus, thread_env  # noqa: E402
+from benchmarks.results import (
+    REPO,
+    checkout_env,
+    module_command,
+    parse_cpus,
+    thread_env,
+)
 
+BENCH_DIR = REPO / "benchmarks"
 AUTOSEG_PYTHON = REPO / ".venv" / "bin" / "python"
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
 EPOCH_ITERATIONS = 250  # nnU-Net's and autoseg's iterations per epoch
@@ -281,7 +289,7 @@ def make_results(
 ) -> list[Any]:
     """The :class:`results.Result` rows of one configuration from both systems' runs;
     ``note`` (the sizes timed) goes into every row."""
-    from results import from_runs
+    from benchmarks.results import from_runs
 
     def col(system: str, key: str) -> list[float]:
         return [r[key] for r in runs.get(system, []) if r.get(key) is not None]
@@ -521,7 +529,7 @@ def prepare_phantom(ph: Phantom, work: Path, n_cases: int, args: argparse.Namesp
 
     root = work / f"{ph.key}_autoseg_plan" / "autoseg"
     if ph.shared is not None:
-        from accuracy_cv import prepare
+        from benchmarks.accuracy_cv import prepare
 
         raw = raw_dir(root) / prepare(ph.shared, root)
     else:
@@ -670,10 +678,9 @@ def _nnunet_spec(dataset: str, plans_name: str, config: str, args: argparse.Name
 
 def pair_autoseg_plan(prep: Prepared, work: Path, env: dict[str, str], args) -> Pair:
     """Plan A: autoseg's plan (resized if asked) for autoseg, and exported to nnU-Net."""
-    from nnunet_bridge import prepare_nnunet_dataset, write_nnunet_splits
-
     from autoseg.planning.plan import plan_from_dict, save_plan
     from autoseg.preprocessing.preprocess import preprocess_dataset
+    from benchmarks.nnunet_bridge import prepare_nnunet_dataset, write_nnunet_splits
 
     ph = prep.phantom
     plan = json.loads(json.dumps(prep.plan))
@@ -725,11 +732,10 @@ def _nnunet_config(plans_file: Path, config: str) -> dict[str, Any] | None:
 
 def pair_nnunet_plan(prep: Prepared, work: Path, env: dict[str, str], args) -> Pair:
     """Plan B: nnU-Net's default plan (resized if asked), imported into autoseg."""
-    from nnunet_bridge import autoseg_plan_from_nnunet, write_nnunet_splits
-
     from autoseg.io.nnunet import export_nnunet
     from autoseg.planning.plan import plan_from_dict, save_plan
     from autoseg.preprocessing.preprocess import preprocess_dataset
+    from benchmarks.nnunet_bridge import autoseg_plan_from_nnunet, write_nnunet_splits
 
     ph = prep.phantom
     base = work / f"{ph.key}_nnunet_plan"
@@ -791,15 +797,16 @@ def pair_nnunet_plan(prep: Prepared, work: Path, env: dict[str, str], args) -> P
 def measure(
     python: Path, spec: dict[str, Any], env: dict[str, str], folder: Path, tag: str
 ) -> dict[str, Any]:
-    """One measurement process; its timings plus the peak PSS of its process tree."""
-    from results import run_measured
+    """One measurement process (``python -m benchmarks.bench_training --driver``, importing
+    this checkout); its timings plus the peak PSS of its process tree."""
+    from benchmarks.results import run_measured
 
     folder.mkdir(parents=True, exist_ok=True)
     spec_path, out_path = folder / f"{tag}.spec.json", folder / f"{tag}.out.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     out_path.unlink(missing_ok=True)
-    cmd = [str(python), str(Path(__file__).resolve()), "--driver", str(spec_path), str(out_path)]
-    wall, cpu, peak = run_measured(cmd, env)
+    cmd = module_command(python, "bench_training", "--driver", spec_path, out_path)
+    wall, cpu, peak = run_measured(cmd, checkout_env(env))
     out = json.loads(out_path.read_text(encoding="utf-8"))
     out.update(peak_mb=peak, process_wall_s=wall, process_cpu_s=cpu)
     return out
@@ -929,7 +936,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="bench_train_") if args.workdir is None else None
     work = Path(tmp.name) if tmp else args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    from accuracy_cv import missing_source
+    from benchmarks.accuracy_cv import missing_source
 
     results, described, memory_notes, skipped = [], {}, [], []
     try:
@@ -966,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    from results import format_table, write_results
+    from benchmarks.results import format_table, write_results
 
     print("\n" + format_table(results))
     settings = {

@@ -1,6 +1,6 @@
 """What a time budget buys a user: test Dice after ``plan-and-train --time-budget B`` + ``predict``.
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/budget_curve.py \\
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python -m benchmarks.budget_curve \\
         [--dataset usgra_seg phantom_mri3d] [--budgets 5m 10m 25m 60m 120m] \\
         [--no-ablation] [--cpus 1] [--threads 1] [--work DIR] [--json PATH]
 
@@ -53,15 +53,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from accuracy_cv import DATASETS, missing_source, prepare  # noqa: E402
-from results import Result, math_threads_env, parse_cpus, write_results  # noqa: E402
+from benchmarks.accuracy_cv import DATASETS, missing_source, prepare
+from benchmarks.results import (
+    REPO,
+    Result,
+    checkout_env,
+    math_threads_env,
+    module_command,
+    parse_cpus,
+    write_results,
+)
+
+BENCH_DIR = REPO / "benchmarks"
 
 DEFAULT_BUDGETS = ("5m", "10m", "25m", "60m", "120m")
 ABLATION_BUDGET = "25m"
@@ -480,11 +490,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if not record_path.is_file():
             root.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, __file__, "--run", dataset, budget, variant, str(root)]
-            cmd.append(str(work / dataset / "source"))
+            cmd = module_command(sys.executable, "budget_curve", "--run", dataset, budget, variant)
+            cmd += [str(root), str(work / dataset / "source")]
             if args.cpus:
                 cmd = ["taskset", "-c", ",".join(map(str, parse_cpus(args.cpus))), *cmd]
-            env = math_threads_env(dict(os.environ), args.threads)
+            env = checkout_env(math_threads_env(dict(os.environ), args.threads))
             print(f"--- {dataset} {budget} {variant}: {' '.join(cmd)}", flush=True)
             with open(root / "run.log", "w") as log:
                 proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,6 +1,6 @@
 """Bar chart of every compared figure as "how many times better autoseg is than nnU-Net".
 
-    .venv/bin/python benchmarks/chart.py benchmarks/results/*.json -o ratios.png
+    .venv/bin/python -m benchmarks.chart benchmarks/results/*.json -o ratios.png
 
 Each bar is one figure of a result file (shape: ``benchmarks/results.py``). Its length on a
 log axis is the ratio autoseg / nnU-Net for rates and scores (higher is better) and its inverse
@@ -21,6 +21,13 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 MET, MISSED, NO_TARGET = "#2e7d32", "#c62828", "#78909c"
 

@@ -1,6 +1,6 @@
 """Every GPU question in one call: ``make gpu-check`` (or this script under ``.venv``).
 
-    .venv/bin/python benchmarks/gpu_check.py [--only tests,memory,predict,bench]
+    .venv/bin/python -m benchmarks.gpu_check [--only tests,memory,predict,bench]
         [--skip bench] [--budget 480] [--out benchmarks/results/gpu_check]
 
 Without a CUDA GPU it says why in one line and exits with status 2. Otherwise it runs these
@@ -51,12 +51,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-for _p in (str(REPO), str(BENCH_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
+from benchmarks.results import REPO, checkout_env, module_command
+
+BENCH_DIR = REPO / "benchmarks"
 STEPS = ("tests", "memory", "predict", "bench")
 # Seconds each step may take at most (the whole run: --budget). On an H100 the first three
 # should need well under a minute each; the bench step gets whatever is left.
@@ -161,7 +165,7 @@ def tests_check(returncode: int, output: str) -> Check:
 
 
 def memory_verdict(config: str, shape: str, estimate_mb: float, peak_mb: float, s_per_it: float):
-    from bench_training import ESTIMATE_TOLERANCE
+    from benchmarks.bench_training import ESTIMATE_TOLERANCE
 
     ratio = estimate_mb / peak_mb
     ok = abs(ratio - 1) <= ESTIMATE_TOLERANCE
@@ -190,7 +194,7 @@ def predict_verdict(seconds: Sequence[float], first_s: float, tta: bool) -> Chec
 def bench_checks(statuses: Sequence[Any], figures: Sequence[dict[str, Any]]) -> list[Check]:
     """One check per benchmark script of the quick run: passed when it ran, with the ratios
     of its figures (autoseg / nnU-Net and the verdict against the target) as its figure."""
-    from chart import figure_met, figure_ratio
+    from benchmarks.chart import figure_met, figure_ratio
 
     checks = []
     for s in statuses:
@@ -270,10 +274,10 @@ def measure_training_step(plan: Any, config: str, work: Path) -> Check:
     """Estimate vs measured CUDA peak of one real training step (see the module docstring)."""
     import numpy as np
     import torch
-    from bench_training import planner_estimate_mb
 
     from autoseg.training.run import options_from_plan, setup_from_plan
     from autoseg.training.trainer import Trainer
+    from benchmarks.bench_training import planner_estimate_mb
 
     setup = setup_from_plan(plan, config, work / "unused")
     options = options_from_plan(plan, config, device="cuda", compile="off", progress=False)
@@ -358,7 +362,7 @@ def step_bench(out: Path, seconds_left: float) -> list[Check]:
                 "no nnU-Net comparison; the checks above need only .venv"
             )
         ]
-    import run_all
+    from benchmarks import run_all
 
     folder = out / "bench"
     started = time.time()
@@ -368,7 +372,7 @@ def step_bench(out: Path, seconds_left: float) -> list[Check]:
     )
     run_all.report(folder, statuses, command="gpu_check.py bench", quick=True, started=started)
     files, _ = run_all.collect_results(folder)
-    from chart import flatten
+    from benchmarks.chart import flatten
 
     return bench_checks(statuses, flatten(files))
 
@@ -405,14 +409,14 @@ def _tail(path: Path, lines: int = 3) -> str:
 def run_step_process(step: str, out: Path, timeout: float) -> list[Check]:
     """Run one step in its own process (CUDA memory and a crash stay there) within
     ``timeout`` seconds; a crash or time-out becomes a failed check with the log's tail."""
-    from run_all import run_logged
+    from benchmarks.run_all import run_logged
 
     result = out / f"{step}.result.json"
     result.unlink(missing_ok=True)
     log = out / "logs" / f"{step}.log"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", step]
-    cmd += ["--result", str(result), "--out", str(out), "--seconds-left", f"{timeout:.0f}"]
-    rc = run_logged(cmd, log, dict(os.environ, PYTHONUNBUFFERED="1"), timeout)
+    cmd = module_command(sys.executable, "gpu_check", "--step", step, "--result", result)
+    cmd += ["--out", str(out), "--seconds-left", f"{timeout:.0f}"]
+    rc = run_logged(cmd, log, checkout_env(dict(os.environ, PYTHONUNBUFFERED="1")), timeout)
     if rc == 0 and result.is_file():
         return [Check(**c) for c in json.loads(result.read_text(encoding="utf-8"))]
     why = f"timed out after {timeout:.0f} s" if rc == -9 else f"exit status {rc}"

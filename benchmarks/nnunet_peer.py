@@ -1,6 +1,6 @@
 """nnU-Net v2 beside a finished ``plan-and-train --time-budget B`` run, at the same wall clock.
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/nnunet_peer.py \\
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python -m benchmarks.nnunet_peer \\
         [--dataset usgra_seg|phantom_mri3d] [--budget 25m] [--autoseg-root DIR] \\
         [--systems peer default] [--cpus 1] [--threads 1] [--workers 0] [--work DIR] \\
         [--json PATH]
@@ -67,21 +67,29 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-for _p in (str(REPO), str(BENCH_DIR)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-import bench_accuracy as ba  # noqa: E402
-from budget_curve import FAILURE_DICE  # noqa: E402
-from results import (  # noqa: E402
+from benchmarks import bench_accuracy as ba
+from benchmarks.budget_curve import FAILURE_DICE
+from benchmarks.results import (
     DEFAULT_NNUNET_CONFIG,
+    REPO,
     Result,
+    checkout_env,
     format_table,
+    math_threads_env,
+    module_command,
     parse_cpus,
+    thread_env,
     write_results,
 )
+
+BENCH_DIR = REPO / "benchmarks"
 
 SYSTEMS = ("peer", "default")
 DATASETS = ("usgra_seg", "phantom_mri3d")
@@ -119,7 +127,7 @@ def peer_configuration(plan: Mapping[str, Any], inference: Mapping[str, Any]) ->
     find-best's choice when it is one configuration nnU-Net can run (a ``unet`` without crop
     or neighbouring slices); when it chose an ensemble, the member nnU-Net can run with the
     best out-of-fold Dice of its own. Raises ``SystemExit`` when none can be exported."""
-    from nnunet_bridge import BridgeError, nnunet_plans_from_autoseg
+    from benchmarks.nnunet_bridge import BridgeError, nnunet_plans_from_autoseg
 
     chosen = list(inference.get("configurations") or [])
     if not chosen:
@@ -197,7 +205,7 @@ def stage_inputs(images: Path, out: Path) -> list[str]:
 
 def nnunet_plan_summary(nnunet_plans: Mapping[str, Any], config: str) -> dict[str, Any]:
     """What an nnU-Net configuration trains on: spacing, patch, batch, widths, stages."""
-    from nnunet_bridge import nnunet_configuration
+    from benchmarks.nnunet_bridge import nnunet_configuration
 
     cfg = nnunet_configuration(nnunet_plans, config)
     kw = cfg["architecture"]["arch_kwargs"]
@@ -322,7 +330,7 @@ def run_notes(
     autoseg: Mapping[str, Any], nnunet: Mapping[str, Mapping[str, Any]], cpus: str, threads: int
 ) -> list[str]:
     """What is equal and what is not, in words, with this run's numbers."""
-    from nnunet_bridge import KNOWN_DIFFERENCES
+    from benchmarks.nnunet_bridge import KNOWN_DIFFERENCES
 
     notes = [
         f"equal: the converted dataset, the training split(s) (autoseg's splits.json, folds "
@@ -366,10 +374,9 @@ def load_autoseg_run(root: Path, dataset: str) -> dict[str, Any]:
     """The finished autoseg run under ``root``: dataset folder, plan, inference choice,
     splits, its ``record.json`` (test scores, wall clock), the chosen configuration and the
     iterations it trained. Exits with what is missing when the run is not finished."""
-    from accuracy_cv import DATASETS as CV_DATASETS
-    from accuracy_cv import fold_epochs
-
     from autoseg.paths import dataset_folder_name, preprocessed_dir, raw_dir, results_dir
+    from benchmarks.accuracy_cv import DATASETS as CV_DATASETS
+    from benchmarks.accuracy_cv import fold_epochs
 
     folder = dataset_folder_name(*CV_DATASETS[dataset])
     paths = {
@@ -382,8 +389,8 @@ def load_autoseg_run(root: Path, dataset: str) -> dict[str, Any]:
     if missing or not (raw_dir(root) / folder).is_dir():
         raise SystemExit(
             f"{root}: not a finished autoseg run of {dataset} (missing "
-            f"{', '.join(missing) or 'raw'}); run benchmarks/budget_curve.py --dataset {dataset} "
-            "--budgets B first"
+            f"{', '.join(missing) or 'raw'}); run python -m benchmarks.budget_curve --dataset "
+            f"{dataset} --budgets B first"
         )
     data = {k: json.loads(p.read_text(encoding="utf-8")) for k, p in paths.items()}
     config, why = peer_configuration(data["plan"], data["inference"])
@@ -422,8 +429,6 @@ def load_autoseg_run(root: Path, dataset: str) -> dict[str, Any]:
 def system_context(system: str, run: Mapping[str, Any], work: Path, args: argparse.Namespace):
     """bench_accuracy's :class:`~bench_accuracy.Context` for one nnU-Net system: its own
     nnU-Net folders under ``work/<system>/nnunet``, autoseg's converted dataset."""
-    from results import thread_env
-
     from autoseg.io.nnunet import nnunet_folder_name
     from autoseg.paths import raw_dir
     from autoseg.planning.schedule import parse_duration
@@ -452,9 +457,8 @@ def system_context(system: str, run: Mapping[str, Any], work: Path, args: argpar
 
 def setup_peer(ctx: Any, run: Mapping[str, Any]) -> dict[str, float]:
     """Export with autoseg's configuration as nnU-Net plans, ``nnUNetv2_preprocess``, splits."""
-    from nnunet_bridge import prepare_nnunet_dataset, write_nnunet_splits
-
     from autoseg.paths import parse_dataset_folder, raw_dir
+    from benchmarks.nnunet_bridge import prepare_nnunet_dataset, write_nnunet_splits
 
     t0 = time.perf_counter()
     dataset_id = parse_dataset_folder(ctx.folder)[0]
@@ -489,11 +493,10 @@ def setup_peer(ctx: Any, run: Mapping[str, Any]) -> dict[str, float]:
 
 def run_system(system: str, run: Mapping[str, Any], work: Path, args: argparse.Namespace) -> dict:
     """In this (pinned) process: set-up, training under the budget, prediction, scores."""
-    from budget_curve import held_out_set, score_folder
-    from nnunet_bridge import nnunet_plans_from_autoseg  # noqa: F401 (fails early without torch)
-
     from autoseg.paths import raw_dir
     from autoseg.planning.schedule import parse_duration
+    from benchmarks.budget_curve import held_out_set, score_folder
+    from benchmarks.nnunet_bridge import nnunet_plans_from_autoseg  # noqa: F401 (fails early without torch)
 
     ctx = system_context(system, run, work, args)
     budget_s = parse_duration(args.budget)
@@ -529,7 +532,7 @@ def run_system(system: str, run: Mapping[str, Any], work: Path, args: argparse.N
     out = ctx.work / "test_predictions"
     predicted = ba._load(ctx.work / PREDICT_RECORD)
     if predicted is None:
-        from bench_inference import nnunet_command
+        from benchmarks.bench_inference import nnunet_command
 
         inputs = ctx.work / "test_inputs"
         stage_inputs(images, inputs)
@@ -598,7 +601,7 @@ def autoseg_root_of(args: argparse.Namespace) -> Path:
 
 def child_command(system: str, args: argparse.Namespace, root: Path, work: Path) -> list[str]:
     """The pinned process of one system (``taskset -c CPUS``, the same options)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), RUN_FLAG, system]
+    cmd = module_command(sys.executable, "nnunet_peer", RUN_FLAG, system)
     cmd += ["--dataset", args.dataset, "--budget", args.budget, "--autoseg-root", str(root)]
     cmd += ["--cpus", args.cpus, "--threads", str(args.threads)]
     cmd += ["--workers", str(args.workers), "--work", str(work)]
@@ -634,7 +637,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.cpus}; work {work}",
         flush=True,
     )
-    from results import math_threads_env
 
     records: dict[str, dict[str, Any]] = {}
     for system in args.systems:
@@ -644,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             log = work / system / "run.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             print(f"--- {system}: {' '.join(cmd)} (log {log})", flush=True)
-            env = math_threads_env(dict(os.environ), args.threads)
+            env = checkout_env(math_threads_env(dict(os.environ), args.threads))
             with open(log, "a", encoding="utf-8") as fh:
                 rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
             if rc != 0:

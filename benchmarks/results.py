@@ -27,12 +27,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "benchmarks"  # every script runs as ``python -m benchmarks.<name>`` from REPO
 
 
 @dataclass
@@ -125,6 +126,31 @@ def math_threads_env(base: dict[str, str], threads: int) -> dict[str, str]:
     return env
 
 
+def module_command(python: str | Path, name: str, *args: str | Path) -> list[str]:
+    """``python -m benchmarks.<name> args``: how a benchmark starts another benchmark script (or
+    itself, for one measured step), always as a module of the package, never by file path."""
+    return [str(python), "-m", f"{PACKAGE}.{name}", *(str(a) for a in args)]
+
+
+def command_line() -> list[str]:
+    """This process's command as typed, for the record: ``python -m benchmarks.<name> ARGS``
+    when it runs as a module (``sys.argv[0]`` is then the file's full path, which started as a
+    file would not work), else ``python ARGV``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = ["-m", spec.name] if spec is not None and spec.name else sys.argv[:1]
+    return [Path(sys.executable).name, *head, *sys.argv[1:]]
+
+
+def checkout_env(base: Mapping[str, str], *first: str | Path) -> dict[str, str]:
+    """``base`` with this checkout (and any folders in ``first``, before it) at the front of
+    ``PYTHONPATH``: a child process, of either virtual environment and in any working folder,
+    imports ``benchmarks`` and ``autoseg`` from the same checkout as its parent, not from an
+    installed copy or another worktree. Entries already there stay, after these."""
+    front = [str(Path(p)) for p in (*first, REPO)]
+    rest = [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p and p not in front]
+    return {**base, "PYTHONPATH": os.pathsep.join(dict.fromkeys(front + rest))}
+
+
 def _version(module: str, python: str | Path | None = None) -> str | None:
     if python is None:
         try:
@@ -211,7 +237,7 @@ def write_results(
     data = {
         "benchmark": benchmark,
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(command_line()),
         "machine": machine_info(),
         "versions": versions(bench_python),
         "notes": list(notes),

@@ -1,6 +1,6 @@
 """Run every benchmark against nnU-Net v2, one after another, and collect one report.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only fingerprint,preprocess,...]
+    .venv/bin/python -m benchmarks.run_all [--quick] [--only fingerprint,preprocess,...]
         [--device cpu|cuda] [--cpus 1] [--threads 1] [--timeout SECONDS] [--out DIR]
         [--collect-only]
 
@@ -8,8 +8,8 @@ Runs ``benchmarks/bench_<name>.py`` for fingerprint, preprocess, dataloader, tra
 inference and accuracy, then ``benchmarks/budget_curve.py`` (test Dice per time budget, with
 its ablation: hours of one core) and ``benchmarks/nnunet_peer.py`` (nnU-Net beside its
 25-minute runs at the same wall clock) — in that order; ``--only`` picks some — each in its own
-process under
-``.venv/bin/python`` (``--python``) with ``--json <out>/<name>.json``, its output shown and
+process, ``.venv/bin/python -m benchmarks.<script>`` (``--python``; this checkout first on
+``PYTHONPATH``) with ``--json <out>/<name>.json``, its output shown and
 kept in ``<out>/logs/<name>.log``. The accuracy benchmark runs once per dataset (``PER_DATASET``:
 the thigh phantom and usgra-seg, as ``accuracy_<dataset>``; a dataset whose shared data is
 absent is skipped). A script that does not exist is skipped with a message; one that fails (or
@@ -52,13 +52,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from chart import figure_met, figure_ratio, load_results, plot_ratios  # noqa: E402
-from results import parse_cpus  # noqa: E402
+from benchmarks.chart import figure_met, figure_ratio, load_results, plot_ratios
+from benchmarks.results import REPO, checkout_env, command_line, parse_cpus
+
+BENCH_DIR = REPO / "benchmarks"
 
 BENCHMARKS = (
     "fingerprint",
@@ -188,11 +192,12 @@ def build_command(
     cpus: str | None = None,
     threads: int | None = None,
 ) -> tuple[list[str], list[str]]:
-    """``(command, messages)`` for one benchmark: only options the script declares are passed,
-    and each setting it cannot take is said in ``messages`` (so a run never dies of an
+    """``(command, messages)`` for one benchmark: ``python -m <package>.<script>`` (the
+    package is the script's folder, ``benchmarks``), with only the options the script
+    declares, and each setting it cannot take said in ``messages`` (so a run never dies of an
     unknown option, and the reader knows what was not applied)."""
     options = script_options(script)
-    cmd = [str(python), str(script)]
+    cmd = [str(python), "-m", f"{script.parent.name}.{script.stem}"]
     messages = []
     if "--json" in options:
         cmd += ["--json", str(json_path)]
@@ -285,12 +290,13 @@ def run_benchmarks(
     threads: int | None = None,
     timeout: float | None = None,
 ) -> list[RunStatus]:
-    """Run the named benchmarks one after another; a missing or failing script is reported
-    and skipped, never the end of the run."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """Run the named benchmarks one after another, each as a module of the package
+    ``scripts_dir`` (its parent first on ``PYTHONPATH``, then this checkout); a missing or
+    failing script is reported and skipped, never the end of the run."""
+    env = checkout_env(dict(os.environ, PYTHONUNBUFFERED="1"), Path(scripts_dir).resolve().parent)
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    from accuracy_cv import missing_source
+    from benchmarks.accuracy_cv import missing_source
 
     statuses = []
     runs = [(name, run, extra) for name in names for run, extra in runs_of(name, quick)]
@@ -532,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = args.python or (AUTOSEG_PYTHON if AUTOSEG_PYTHON.exists() else Path(sys.executable))
     if cpus is not None:
         os.sched_setaffinity(0, cpus)  # every benchmark inherits it
-    command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else ""
+    command = shlex.join(command_line()) if argv is None else ""
     started = time.time()
     statuses: list[RunStatus] = []
     if not args.collect_only:

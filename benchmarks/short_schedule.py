@@ -1,6 +1,6 @@
 """Which optimizer a short (time-budgeted) schedule should use: SGD against AdamW.
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/short_schedule.py \\
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python -m benchmarks.short_schedule \\
         [--kinds mri3d us2d] [--iterations 1000 3000] [--folds 0]
         [--variants sgd:0.01 adamw:0.003] [--work DIR] [--json PATH]
 
@@ -28,12 +28,16 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
-from autoseg.layout import ResultsLayout  # noqa: E402
-from autoseg.planning.plan import SGD_WEIGHT_DECAY  # noqa: E402
-from autoseg.planning.schedule import ADAMW_WEIGHT_DECAY  # noqa: E402
+from autoseg.layout import ResultsLayout
+from autoseg.planning.plan import SGD_WEIGHT_DECAY
+from autoseg.planning.schedule import ADAMW_WEIGHT_DECAY
 
 # The fixed networks: what the demo's 6-minute / 4-minute budgets planned on 2 cores.
 FIXED = {

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-import bench_accuracy as ba  # noqa: E402
+from benchmarks import bench_accuracy as ba
 
 
 def test_budget_label_and_run_label():
@@ -108,9 +103,8 @@ def test_summary_dice_reads_foreground_mean():
 def test_nnunet_scores_average_like_autoseg(tmp_path):
     """metrics.json written for nnU-Net's predictions is read by accuracy_cv.fold_scores, the
     same averaging as autoseg's folds (mean over labels per case, then over cases)."""
-    from accuracy_cv import fold_scores
-
     from autoseg.evaluation.metrics import compute_metrics
+    from benchmarks.accuracy_cv import fold_scores
 
     ref = np.zeros((4, 16, 16), np.uint8)
     ref[1:3, 4:8, 4:8] = 1

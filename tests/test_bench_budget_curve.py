@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import budget_curve as bc  # noqa: E402
+from benchmarks import budget_curve as bc
 
 
 def test_points_cheapest_first_phantom_capped_ablation_at_25_minutes():

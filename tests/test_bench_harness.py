@@ -11,13 +11,8 @@ from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-import chart  # noqa: E402
-import run_all  # noqa: E402
-from results import from_runs, write_results  # noqa: E402
+from benchmarks import chart, run_all
+from benchmarks.results import from_runs, write_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -126,7 +121,7 @@ FAKE_SCRIPT = textwrap.dedent(
 
 
 def test_run_all_skips_missing_and_failing_scripts(tmp_path: Path, capsys) -> None:
-    scripts = tmp_path / "scripts"
+    scripts = tmp_path / "fake_benchmarks"  # a package: run_all starts -m fake_benchmarks.<x>
     scripts.mkdir()
     (scripts / "bench_fingerprint.py").write_text(FAKE_SCRIPT)
     (scripts / "bench_preprocess.py").write_text("import sys\nprint('boom')\nsys.exit(3)\n")
@@ -165,9 +160,7 @@ def test_script_options_and_helpers(tmp_path: Path) -> None:
 def test_benchmark_scripts_compared_figures() -> None:
     """The figures the three existing scripts write: directions, targets, peak = largest run,
     and an empty nnU-Net side when it was not run."""
-    import bench_dataloader
-    import bench_fingerprint
-    import bench_preprocess
+    from benchmarks import bench_dataloader, bench_fingerprint, bench_preprocess
 
     ours, theirs = [(1.0, 0.8, 100.0), (3.0, 0.9, 120.0)], [(8.0, 5.0, 900.0)]
     wall, mem = bench_fingerprint.fingerprint_results(ours, theirs, "4 x 12x64x64")
@@ -191,7 +184,7 @@ def test_benchmark_scripts_compared_figures() -> None:
 def test_alternate_warms_up_then_swaps_the_order_every_round(tmp_path):
     import os
 
-    import bench_preprocess
+    from benchmarks import bench_preprocess
 
     log = tmp_path / "order.txt"
 
@@ -212,8 +205,7 @@ def test_preprocess_benchmark_on_named_datasets(tmp_path, monkeypatch):
     said so; without nnU-Net only autoseg's side is written."""
     import json
 
-    import accuracy_cv
-    import bench_preprocess
+    from benchmarks import accuracy_cv, bench_preprocess
 
     monkeypatch.setitem(accuracy_cv.SOURCES, "usgra_seg", tmp_path / "absent_usgra")
     out = tmp_path / "pp.json"
@@ -238,8 +230,7 @@ def test_fingerprint_benchmark_measures_each_dataset_and_skips_absent_ones(tmp_p
     import json
     import os
 
-    import accuracy_cv
-    import bench_fingerprint
+    from benchmarks import accuracy_cv, bench_fingerprint
 
     monkeypatch.setitem(accuracy_cv.SOURCES, "brats2015_subset", tmp_path / "absent_brats")
     out = tmp_path / "fp.json"
@@ -260,11 +251,11 @@ def test_fingerprint_benchmark_measures_each_dataset_and_skips_absent_ones(tmp_p
 
 
 def test_run_all_runs_accuracy_once_per_dataset_and_skips_absent_data(tmp_path, monkeypatch):
-    import accuracy_cv
+    from benchmarks import accuracy_cv
 
     assert run_all.runs_of("accuracy", quick=True) == [("accuracy", ())]
     assert run_all.runs_of("training", quick=False) == [("training", ())]
-    scripts = tmp_path / "scripts"
+    scripts = tmp_path / "fake_benchmarks"  # a package: run_all starts -m fake_benchmarks.<x>
     scripts.mkdir()
     # writes its --dataset into the --json file it is given
     (scripts / "bench_accuracy.py").write_text(
@@ -292,7 +283,7 @@ def test_nnunet_commands_plan_untimed_then_give_both_stages(tmp_path, monkeypatc
     import os
     import stat
 
-    import bench_preprocess
+    from benchmarks import bench_preprocess
 
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -317,8 +308,8 @@ def test_nnunet_commands_plan_untimed_then_give_both_stages(tmp_path, monkeypatc
 
 
 def test_every_benchmark_script_runs_as_a_script() -> None:
-    """run_all starts ``python bench_<name>.py``: without the ``__main__`` guard calling main()
-    a script exits 0 having done nothing (which a refactor once caused)."""
+    """run_all starts ``python -m benchmarks.bench_<name>``: without the ``__main__`` guard
+    calling main() a script exits 0 having done nothing (which a refactor once caused)."""
     import ast
 
     scripts = sorted(run_all.BENCH_DIR.glob("bench_*.py")) + [run_all.BENCH_DIR / "run_all.py"]

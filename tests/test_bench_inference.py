@@ -8,10 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-import bench_inference as bi  # noqa: E402
+from benchmarks import bench_inference as bi
 
 
 def test_per_case_seconds_removes_start_up():

@@ -7,15 +7,10 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import nnunet_peer as peer  # noqa: E402
+from benchmarks import nnunet_peer as peer
 
 
 def test_default_paths_follow_the_budget_curve_layout(tmp_path):
@@ -134,7 +129,7 @@ def test_build_results_pairs_the_images_and_counts_failures():
 def test_the_prediction_shim_finds_an_external_trainer_before_nnunets_own_search(tmp_path):
     """A stand-in nnunetv2 whose own search fails (as its Primus import does without timm):
     the shim must take the class from nnUNet_extTrainer, and leave other names to nnU-Net."""
-    import bench_inference as bi
+    from benchmarks import bench_inference as bi
 
     fake = tmp_path / "site" / "nnunetv2" / "inference"
     fake.mkdir(parents=True)

@@ -8,11 +8,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import bench_training as bt  # noqa: E402
+from benchmarks import bench_training as bt
 
 NNUNET_THIGH_STRIDES = [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
 
@@ -256,7 +252,7 @@ def test_memory_check_compares_the_median_estimate_with_the_measured_peak() -> N
 def test_brats_is_skipped_and_said_so_without_the_shared_data(tmp_path, monkeypatch, one_thread):
     import json
 
-    import accuracy_cv
+    from benchmarks import accuracy_cv
 
     assert bt.PHANTOMS["brats"].shared == "brats2015_subset"
     assert bt.PHANTOMS["brats"].dataset_id == accuracy_cv.DATASETS["brats2015_subset"][0]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import stat
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +32,10 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _load_bench():
-    """benchmarks/bench_fingerprint.py as a module (it holds the synthetic tube dataset)."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_fingerprint", REPO / "benchmarks" / "bench_fingerprint.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_fingerprint", module)
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/bench_fingerprint.py (it holds the synthetic tube dataset)."""
+    from benchmarks import bench_fingerprint
+
+    return bench_fingerprint
 
 
 def write_dataset(

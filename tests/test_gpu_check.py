@@ -3,18 +3,13 @@ verdicts and the one summary. The CUDA steps themselves need a GPU (``make gpu-c
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import gpu_check as gc  # noqa: E402
-from run_all import RunStatus  # noqa: E402
+from benchmarks import gpu_check as gc
+from benchmarks.run_all import RunStatus
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 

@@ -18,16 +18,11 @@ from typing import Any
 import pytest
 import torch
 
+from autoseg.networks import build_network
+from autoseg.planning.plan import plan_from_dict
+from benchmarks import nnunet_bridge as bridge
+
 REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "benchmarks"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import nnunet_bridge as bridge  # noqa: E402
-
-from autoseg.networks import build_network  # noqa: E402
-from autoseg.planning.plan import plan_from_dict  # noqa: E402
-
 MRI_PLAN = json.loads((REPO / "plans" / "phantom_mri3d.plans.json").read_text("utf-8"))
 US_PLAN = json.loads((REPO / "plans" / "phantom_us2d.plans.json").read_text("utf-8"))
 

@@ -4,16 +4,11 @@
 trainer class, found by name in nnU-Net's package or in the folders of the
 ``nnUNet_extTrainer`` environment variable; ``benchmarks/nnunet_peer.py`` sets it to this
 folder. The class itself is ``bench_accuracy.py``'s (nnU-Net's trainer with a wall-clock
-budget; its network is nnUNetTrainer's, unchanged). Imported only in ``.venv-bench``.
+budget; its network is nnUNetTrainer's, unchanged). Imported only in ``.venv-bench``, by file
+(``bench_inference.NNUNET_SHIM``), in a process whose ``PYTHONPATH`` starts with this checkout
+(``bench_accuracy.Context.nn_env``): hence the package import, without any ``sys.path`` edit.
 """
 
-import sys
-from pathlib import Path
-
-_BENCH = str(Path(__file__).resolve().parents[1])
-if _BENCH not in sys.path:
-    sys.path.insert(0, _BENCH)
-
-from bench_accuracy import _budget_trainer_class  # noqa: E402
+from benchmarks.bench_accuracy import _budget_trainer_class
 
 nnUNetTrainerBudget = _budget_trainer_class()  # noqa: N816 (nnU-Net's naming)
