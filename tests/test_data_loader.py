@@ -326,3 +326,31 @@ def test_pickled_batches_without_fork(cases_dir, monkeypatch):
         assert loader._shared is None
         batch = next(loader)
     np.testing.assert_array_equal(batch["data"], _batches(cases_dir, cfg, 0, 1, seed=0)[0]["data"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "plans").glob("*.plans.json")),
+    ids=lambda p: p.name.split(".")[0],
+)
+def test_the_typed_plan_gives_the_loader_what_the_plan_file_says(path):
+    """Training reads the typed plan (from_configuration); a hand-written block of the same
+    file read as a dict (from_plan) gives the same loader, for every golden configuration."""
+    from autoseg.planning.plan import Plan
+
+    data = json.loads(path.read_text())
+    plan = Plan.from_dict(data)
+    for name, block in data["configurations"].items():
+        typed = LoaderConfig.from_configuration(plan, name, seed=4)
+        as_dict = LoaderConfig.from_plan(
+            {
+                **block,
+                "modality": data["fingerprint"]["modality"],
+                "thick_axis": data["resampling"]["thick_axis"],
+            },
+            name=name,
+            seed=4,
+        )
+        assert typed == as_dict, name
+        assert typed.patch_size == tuple(block["patch_size"])
+        assert typed.slices == block["context_slices"]

@@ -50,6 +50,7 @@ from autoseg.data.dataset import CaseStore
 from autoseg.data.sampler import PatchGeometry, clear_scratch, jitter_voxels, sample_patch
 from autoseg.errors import AutosegError
 from autoseg.io.anisotropy import is_anisotropic
+from autoseg.planning.plan import Plan
 
 _FIX_PLAN = "correct the configuration in plans.json (plans/README.md describes every field)"
 
@@ -124,37 +125,34 @@ class LoaderConfig:
         name: str | None = None,
         **overrides: Any,
     ) -> LoaderConfig:
-        """A LoaderConfig from one configuration block of ``plans.json`` (a dict).
+        """A LoaderConfig from a hand-written configuration block (a dict, as in
+        ``plans.json``); training reads the typed plan instead (:meth:`from_configuration`).
 
         Reads ``dim``, ``patch_size``, ``batch_size``, ``oversample_foreground``,
-        ``context_slices``, ``slice_axis``, ``spacing``, ``crop.window_voxels`` and
-        ``augmentation`` (the planner's geometric profile: ``3d_anisotropic`` sets
-        ``anisotropic``). The imaging profile comes from ``modality`` in the block, or from the
-        whole plan's ``fingerprint.modality`` when ``plan`` is given (any ultrasound channel:
-        ``ultrasound``; else any MRI channel: ``mri``; else ``default``). Older or hand-written
-        names (``slices``, ``crop_window``, ``anisotropic``, ``augmentation_profile``) are
-        understood too. ``overrides`` replace any field (e.g. ``batch_size=2, seed=7``).
+        ``context_slices``, ``slice_axis``, ``spacing``, ``crop.window_voxels``,
+        ``thick_axis`` and ``augmentation`` (the planner's geometric profile:
+        ``3d_anisotropic`` sets ``anisotropic``; without it a 3D block is anisotropic by its
+        spacing). The imaging profile comes from ``modality`` in the block, or from the whole
+        plan's ``fingerprint.modality`` when ``plan`` is given (any ultrasound channel:
+        ``ultrasound``; else any MRI channel: ``mri``; else ``default``). ``overrides`` replace
+        any field (e.g. ``batch_size=2, seed=7``).
         """
         c = dict(config)
         patch = tuple(int(p) for p in _first(c, "patch_size", default=()))
         dim = int(_first(c, "dim", default=len(patch) or 3))
-        slices = int(_first(c, "context_slices", "slices", "num_slices", default=1))
+        slices = int(_first(c, "context_slices", default=1))
         geometric = str(c.get("augmentation", "") or "")
-        anisotropic = c.get("anisotropic")
-        if anisotropic is None:
-            anisotropic = geometric == "3d_anisotropic"
+        anisotropic = geometric == "3d_anisotropic"
         spacing = c.get("spacing")
         spacing = tuple(float(s) for s in spacing) if spacing else None
-        if anisotropic is False and dim == 3 and spacing and not geometric:
+        if not anisotropic and dim == 3 and spacing and not geometric:
             # in-plane-only augmentation when the plan does not say (autoseg.io.anisotropy)
             anisotropic = is_anisotropic(spacing)
         crop = c.get("crop")
         window = None
         if isinstance(crop, Mapping) and crop.get("window_voxels"):
             window = tuple(int(v) for v in crop["window_voxels"])
-        elif c.get("crop_window"):
-            window = tuple(int(v) for v in c["crop_window"])
-        profile = c.get("augmentation_profile") or c.get("modality")
+        profile = c.get("modality")
         if isinstance(profile, Mapping):  # per-channel modalities, as in the fingerprint
             profile = profile_of_modalities(profile)
         if not profile and plan is not None:
@@ -171,9 +169,7 @@ class LoaderConfig:
             dim=dim,
             patch_size=patch,
             batch_size=int(_first(c, "batch_size", default=2)),
-            oversample_foreground=float(
-                _first(c, "oversample_foreground", "foreground_oversampling", default=0.33)
-            ),
+            oversample_foreground=float(_first(c, "oversample_foreground", default=0.33)),
             slices=slices,
             crop_window=window,
             augmentation=str(profile or "default"),
@@ -185,6 +181,37 @@ class LoaderConfig:
         )
         if "seed" in c:
             values["seed"] = int(c["seed"])
+        return cls._with(values, overrides)
+
+    @classmethod
+    def from_configuration(cls, plan: Plan, config: str, **overrides: Any) -> LoaderConfig:
+        """The loader of one configuration of the typed plan (what the trainer and
+        ``show-batch`` use): the fields as the planner wrote them, the imaging profile from the
+        fingerprint's modalities, the thick axis from the resampling rule (else the coarsest
+        axis of a 3D configuration)."""
+        cfg = plan.configurations[config]
+        spacing = tuple(float(s) for s in cfg.spacing)
+        thick = plan.resampling.thick_axis
+        if thick is None:
+            thick = int(np.argmax(spacing)) if cfg.dim == 3 else 0
+        values: dict[str, Any] = dict(
+            dim=cfg.dim,
+            patch_size=tuple(int(p) for p in cfg.patch_size),
+            batch_size=int(cfg.batch_size),
+            oversample_foreground=float(cfg.oversample_foreground),
+            slices=int(cfg.context_slices),
+            crop_window=None if cfg.crop is None else tuple(int(v) for v in cfg.crop.window_voxels),
+            augmentation=profile_of_modalities(plan.fingerprint.modality),
+            anisotropic=cfg.augmentation == "3d_anisotropic",
+            slice_axis=0 if cfg.slice_axis is None else int(cfg.slice_axis),
+            thick_axis=int(thick),
+            spacing=spacing,
+            name=config,
+        )
+        return cls._with(values, overrides)
+
+    @classmethod
+    def _with(cls, values: dict[str, Any], overrides: Mapping[str, Any]) -> LoaderConfig:
         known = {f.name for f in fields(cls)}
         bad = sorted(set(overrides) - known)
         if bad:

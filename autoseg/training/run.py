@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autoseg.choices import parse_folds
+from autoseg.data.loader import LoaderConfig
 from autoseg.errors import AutosegError, failure_context
 from autoseg.io import list_cases, load_dataset_json
 from autoseg.layout import ResultsLayout
@@ -35,22 +36,6 @@ def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
             fix="pick one of those, or re-plan with --configs",
         )
     cfg = plan.configurations[config]
-    block = {
-        "name": config,
-        "dim": cfg.dim,
-        "patch_size": list(cfg.patch_size),
-        "batch_size": cfg.batch_size,
-        "oversample_foreground": cfg.oversample_foreground,
-        "context_slices": cfg.context_slices,
-        "slice_axis": cfg.slice_axis,
-        "augmentation": cfg.augmentation,
-        "crop": None if cfg.crop is None else {"window_voxels": list(cfg.crop.window_voxels)},
-        "data_dim": plan.dim,
-        # the loader picks the MRI / ultrasound augmentation profile and mm-based crop jitter
-        "spacing": list(cfg.spacing),
-        "thick_axis": plan.resampling.thick_axis,
-        "modality": dict(plan.fingerprint.modality),
-    }
     return TrainSetup(
         config_name=config,
         arch=dict(cfg.architecture),
@@ -58,7 +43,7 @@ def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
         batch_size=cfg.batch_size,
         data_dir=data_dir,
         num_classes=plan.num_classes,
-        loader_fields=block,
+        loader=LoaderConfig.from_configuration(plan, config),
         loss={
             "name": cfg.loss.name,
             "batch_dice": cfg.loss.batch_dice,

@@ -22,9 +22,9 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,10 +40,14 @@ from autoseg.planning.plan import SGD_LR, SGD_WEIGHT_DECAY
 from autoseg.registry import Registry
 from autoseg.training.losses import DeepSupervisionLoss, build_loss, downsample_target
 
+if TYPE_CHECKING:
+    from autoseg.data.loader import LoaderConfig
+
 
 @dataclass
 class TrainSetup:
-    """What the trainer needs from the plan for one configuration (see ``from_plan``)."""
+    """What the trainer needs from the plan for one configuration
+    (:func:`autoseg.training.run.setup_from_plan`)."""
 
     config_name: str
     arch: dict[str, Any]
@@ -52,8 +56,9 @@ class TrainSetup:
     data_dir: Path  # preprocessed/<dataset>/<data identifier>
     num_classes: int
     # the loader's view of the configuration (sampling, context slices, crop window,
-    # augmentation profile): autoseg.data.LoaderConfig.from_plan reads it
-    loader_fields: dict[str, Any] = field(default_factory=dict)
+    # augmentation profile), built from the typed plan (LoaderConfig.from_configuration);
+    # None only for trainers given their own loader factory (tests)
+    loader: LoaderConfig | None = None
     loss: dict[str, Any] = field(default_factory=dict)  # name, batch_dice, dice_weight, ...
     trainer: str = "default"  # the registered trainer (TRAINERS) the plan names
 
@@ -142,10 +147,14 @@ LoaderFactory = Callable[[Sequence[str], bool, int, int], Iterator[dict]]
 
 def default_loader_factory(setup: TrainSetup, num_workers: int) -> LoaderFactory:
     """Build batches with :mod:`autoseg.data` for the given cases, augmentation and seed."""
-    from autoseg.data import LoaderConfig, build_loader
+    from autoseg.data import build_loader
+
+    if setup.loader is None:
+        raise ValueError("TrainSetup.loader is None: build the setup with setup_from_plan")
+    base = setup.loader
 
     def make(case_ids: Sequence[str], augment: bool, seed: int, batch_size: int):
-        cfg = LoaderConfig.from_plan(setup.loader_fields, batch_size=batch_size, seed=seed)
+        cfg = replace(base, batch_size=batch_size, seed=seed)
         return build_loader(
             setup.data_dir, list(case_ids), cfg, num_workers=num_workers, seed=seed, augment=augment
         )
