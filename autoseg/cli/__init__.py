@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "autoseg.cli.evaluate",
     "autoseg.cli.measure",
     "autoseg.cli.raters",
+    "autoseg.cli.learning_curve",
     "autoseg.cli.report",
 )
 

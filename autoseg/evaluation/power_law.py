@@ -239,7 +239,7 @@ def answer(
             "flat",
             "the curve is flat: more labels of this kind will not help (exponent "
             f"b = {fit.b:.2f}, {pct} % band {fit.b_low:.2f} to {fit.b_high:.2f}; doubling the "
-            f"{n_current} training subjects gains {gain:.3f} Dice)",
+            f"{n_current} training subjects gains {gain:+.3f} Dice)",
             target=target,
             n_current=n_current,
         )
