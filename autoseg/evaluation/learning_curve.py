@@ -488,9 +488,6 @@ def learning_curve(
     results = results_dir(root) / raw.name
     layout = ResultsLayout(results)
     config = choose_config(plan, results, config)
-    data_dir = preprocessed_dir(root) / raw.name / data_identifier(plan, config)
-    if not (data_dir / "manifest.json").is_file():
-        preprocess_dataset(raw, root, configs=[config], progress=progress)
     ds = load_dataset_json(raw)
     cases = {c.case_id: c for c in list_cases(raw, ds)}
     ids = list(cases)
@@ -507,6 +504,9 @@ def learning_curve(
     holdout = list(splits[holdout_fold]["val"])
     runs = design_runs(splits[holdout_fold]["train"], ds.subject_of, ds.cohort_of, fractions, seeds)
     pool_subjects = {ds.subject_of(c) for c in splits[holdout_fold]["train"]}
+    data_dir = preprocessed_dir(root) / raw.name / data_identifier(plan, config)
+    if not (data_dir / "manifest.json").is_file():
+        preprocess_dataset(raw, root, configs=[config], progress=progress)
     cfg_schedule = getattr(plan.configurations[config], "schedule", None)
     run_s, loop_s, rule = run_budget(
         time_budget_s,

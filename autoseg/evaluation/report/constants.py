@@ -21,6 +21,7 @@ SECTIONS = (
     ("worst-cases", "6. Worst cases"),
     ("measurements", "7. Measurements"),
     ("cohorts", "8. Cohorts"),
+    ("learning-curve", "9. Learning curve"),
 )
 _SECTION_ERRORS = (AutosegError, OSError, ValueError, KeyError, TypeError, IndexError)
 _DASH = "–"

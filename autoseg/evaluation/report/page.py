@@ -33,6 +33,7 @@ from autoseg.evaluation.report.gather import (
     choose_source,
     gather,
 )
+from autoseg.evaluation.report.learning_curve_section import section_learning_curve
 from autoseg.evaluation.report.markup import (
     esc,
 )
@@ -121,6 +122,7 @@ def build_report(
         "worst-cases": _guarded(lambda: section_worst(data, source, results, by_case, max_worst)),
         "measurements": _guarded(lambda: section_measurements(data, source, results)),
         "cohorts": _guarded(lambda: section_cohorts(data, source, results)),
+        "learning-curve": _guarded(lambda: section_learning_curve(data)),
     }
     page = render_page(data, bodies)
     path = Path(out) if out is not None else data.res / REPORT_FILE
