@@ -264,6 +264,20 @@ def test_mistakes_on_a_planned_dataset_are_one_line(root, capsys, extra, match):
     assert match in _one_error_line(capsys.readouterr().err)
 
 
+def test_config_defaults_to_find_bests_first_choice_that_is_not_a_crop(root):
+    from autoseg.evaluation.learning_curve import choose_config
+    from autoseg.planning.plan import load_plan
+
+    plan = load_plan(root / "preprocessed" / NAME)
+    results = root / "results" / NAME
+    assert choose_config(plan, results, None) == "2d"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "inference.json").write_text(json.dumps({"configurations": ["3d", "2d"]}))
+    assert choose_config(plan, results, None) == "2d"  # 3d is not in this plan
+    (results / "inference.json").write_text(json.dumps({"chosen": "2d"}))
+    assert choose_config(plan, results, None) == "2d"
+
+
 def test_report_says_how_to_make_a_learning_curve(root):
     from autoseg.evaluation.report import build_report
 

@@ -168,7 +168,8 @@ def choose_config(plan: Any, results: Path, config: str | None) -> str:
         chosen: list[str] = []
         inference = ResultsLayout(results).inference
         if inference.is_file():
-            chosen = list(json.loads(inference.read_text(encoding="utf-8"))["configurations"])
+            info = json.loads(inference.read_text(encoding="utf-8"))
+            chosen = [str(c) for c in info.get("configurations", [])]
         candidates = [c for c in [*chosen, *plan.configurations] if c in plan.configurations]
         usable = [c for c in candidates if plan.configurations[c].crop is None]
         if not usable:
