@@ -9,6 +9,8 @@
             training_log.json             per-epoch log (curves in training_curves.png)
             validation/<case>.<ext|npz>   out-of-fold labels and probabilities
             validation/metrics.json       their scores (written last: the fold is done)
+        learning_curve/<config>/          autoseg learning-curve: learning_curve.json, .png, .log
+            n<N>_s<seed>/                 one run: N training subjects, seed; heldout.json last
 
 Training writes it, validation, find-best, predict, export, the report and the benchmarks read
 it; before, each spelled the names itself (``"checkpoint_final.pt"`` four ways).
@@ -29,6 +31,7 @@ VALIDATION = "validation"
 METRICS = "metrics.json"
 SPLITS = "splits.json"
 INFERENCE = "inference.json"
+LEARNING_CURVE = "learning_curve"
 _FOLD = re.compile(r"^fold_(\d+)$")
 
 
@@ -67,6 +70,12 @@ class ResultsLayout:
 
     def validation_metrics(self, config: str, fold: int) -> Path:
         return self.validation_dir(config, fold) / METRICS
+
+    def learning_curve_dir(self, config: str) -> Path:
+        return self.root / LEARNING_CURVE / config
+
+    def learning_curve_run(self, config: str, n_subjects: int, seed: int) -> Path:
+        return self.learning_curve_dir(config) / f"n{int(n_subjects)}_s{int(seed)}"
 
     def fold_is_done(self, config: str, fold: int) -> bool:
         """Trained and validated: the final checkpoint and the validation scores exist."""

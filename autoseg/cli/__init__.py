@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "autoseg.cli.measure",
     "autoseg.cli.raters",
     "autoseg.cli.robustness",
+    "autoseg.cli.learning_curve",
     "autoseg.cli.report",
 )
 

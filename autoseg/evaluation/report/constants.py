@@ -21,8 +21,9 @@ SECTIONS = (
     ("worst-cases", "6. Worst cases"),
     ("measurements", "7. Measurements"),
     ("cohorts", "8. Cohorts"),
-    ("robustness", "9. Robustness"),
+    ("learning-curve", "9. Learning curve"),
     ("suggestions", "10. Scans to label next"),
+    ("robustness", "11. Robustness"),
 )
 _SECTION_ERRORS = (AutosegError, OSError, ValueError, KeyError, TypeError, IndexError)
 _DASH = "–"

@@ -33,6 +33,7 @@ from autoseg.evaluation.report.gather import (
     choose_source,
     gather,
 )
+from autoseg.evaluation.report.learning_curve_section import section_learning_curve
 from autoseg.evaluation.report.markup import (
     esc,
 )
@@ -123,6 +124,7 @@ def build_report(
         "worst-cases": _guarded(lambda: section_worst(data, source, results, by_case, max_worst)),
         "measurements": _guarded(lambda: section_measurements(data, source, results)),
         "cohorts": _guarded(lambda: section_cohorts(data, source, results)),
+        "learning-curve": _guarded(lambda: section_learning_curve(data)),
         "robustness": _guarded(lambda: section_robustness(data)),
         "suggestions": _guarded(lambda: section_suggestions(data.res)),
     }
