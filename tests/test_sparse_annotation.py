@@ -1,0 +1,91 @@
+"""Sparse annotation (issue 17, part 3): the ``ignore`` label through every stage.
+
+dataset.json -> verify -> fingerprint -> plan -> preprocessing -> sampler -> loss -> pseudo
+Dice / validation / evaluate, ``convert --sparse-every K``, and a tiny plan-and-train on a sparse
+phantom.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoseg.errors import AutosegError
+from autoseg.io import DatasetJson, Geometry, load_dataset_json, write_image
+from autoseg.io.verify import verify_dataset
+
+SHAPE = (8, 16, 16)  # (z, y, x)
+SPACING = (3.0, 0.5, 0.5)
+LABELS = {"background": 0, "nerve": 1, "ignore": 2}
+
+
+def sparse_mask(every: int = 2, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
+    """A block nerve in every slice; slices other than every ``every``-th are 'ignore' (2)."""
+    m = np.zeros(shape, np.uint8)
+    m[:, 5:10, 4:8] = 1
+    keep = np.zeros(shape[0], bool)
+    keep[::every] = True
+    m[~keep] = 2
+    return m
+
+
+def make_sparse_dataset(folder: Path, n_cases: int = 3, every: int = 2) -> Path:
+    geom = Geometry.default(SHAPE, SPACING)
+    rng = np.random.default_rng(0)
+    for i in range(n_cases):
+        image = rng.normal(100, 10, SHAPE).astype(np.float32)
+        mask = sparse_mask(every)
+        image[mask == 1] += 80  # the nerve is brighter, also where it is not labelled
+        write_image(folder / "imagesTr" / f"case{i}_0000.nii.gz", image, geom)
+        write_image(folder / "labelsTr" / f"case{i}.nii.gz", mask, geom)
+    DatasetJson(
+        channel_names={"0": "T2"}, labels=dict(LABELS), num_training=n_cases, file_ending=".nii.gz"
+    ).save(folder)
+    return folder
+
+
+# --------------------------------------------------------------------------------------------
+# dataset.json and verify
+
+
+def test_dataset_json_reads_the_ignore_label(tmp_path):
+    make_sparse_dataset(tmp_path)
+    ds = load_dataset_json(tmp_path)
+    assert ds.ignore_label == 2
+    assert ds.class_labels == {"background": 0, "nerve": 1}
+    assert ds.foreground_labels == {"nerve": 1}
+    assert DatasetJson.from_dict(ds.to_dict()).labels == LABELS  # round trip keeps it
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        ({"background": 0, "ignore": 1, "nerve": 2}, "must be the highest"),
+        ({"ignore": 0, "nerve": 1, "background": 0}, "value 0"),
+    ],
+)
+def test_dataset_json_refuses_a_misplaced_ignore_label(tmp_path, labels, match):
+    make_sparse_dataset(tmp_path)
+    d = json.loads((tmp_path / "dataset.json").read_text())
+    d["labels"] = labels
+    (tmp_path / "dataset.json").write_text(json.dumps(d))
+    with pytest.raises(AutosegError, match=match) as exc:
+        load_dataset_json(tmp_path)
+    assert "\n" not in str(exc.value)
+
+
+def test_verify_accepts_masks_holding_the_ignore_value(tmp_path):
+    make_sparse_dataset(tmp_path)
+    assert verify_dataset(tmp_path, num_workers=1, progress=False) == []
+    # a mask that is all 'ignore' is legal but useless: a warning naming it
+    write_image(
+        tmp_path / "labelsTr" / "case1.nii.gz",
+        np.full(SHAPE, 2, np.uint8),
+        Geometry.default(SHAPE, SPACING),
+    )
+    (p,) = verify_dataset(tmp_path, num_workers=1, progress=False)
+    assert p.severity == "warning" and "no labelled voxel" in p.what
+    assert Path(p.path).name == "case1.nii.gz"
