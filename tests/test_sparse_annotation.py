@@ -89,3 +89,70 @@ def test_verify_accepts_masks_holding_the_ignore_value(tmp_path):
     (p,) = verify_dataset(tmp_path, num_workers=1, progress=False)
     assert p.severity == "warning" and "no labelled voxel" in p.what
     assert Path(p.path).name == "case1.nii.gz"
+
+
+# --------------------------------------------------------------------------------------------
+# fingerprint and plan
+
+
+def _dense_copy(src: Path, dst: Path) -> Path:
+    """The same dataset fully labelled (the ignore slices given their true labels)."""
+    import shutil
+
+    from autoseg.io import read_image
+
+    shutil.copytree(src, dst)
+    for f in (dst / "labelsTr").iterdir():
+        m = read_image(f)
+        dense = m.array.copy()
+        dense[dense == 2] = sparse_mask(1)[dense == 2]
+        write_image(f, dense, m.geometry)
+    d = json.loads((dst / "dataset.json").read_text())
+    d["labels"] = {"background": 0, "nerve": 1}
+    (dst / "dataset.json").write_text(json.dumps(d))
+    return dst
+
+
+def test_fingerprint_counts_labelled_voxels_only(tmp_path):
+    from autoseg.fingerprint.extract import extract_fingerprint
+    from autoseg.fingerprint.schema import Fingerprint
+
+    sparse = make_sparse_dataset(tmp_path / "001_Sparse", every=4)
+    dense = _dense_copy(sparse, tmp_path / "002_Dense")
+    fs = extract_fingerprint(sparse, num_workers=1, progress=False)
+    fd = extract_fingerprint(dense, num_workers=1, progress=False)
+    assert fs["labels"] == {"background": 0, "nerve": 1} and fs["ignore_label"] == 2
+    assert "ignore_label" not in fd
+    # by hand: the nerve's share of the labelled voxels (slices 0 and 4 of 8)
+    m = sparse_mask(4)
+    expected = np.count_nonzero(m == 1) / np.count_nonzero(m != 2)
+    case = fs["cases"][0]
+    assert case["class_voxel_fraction"]["1"] == pytest.approx(expected)
+    assert case["labelled_fraction"] == pytest.approx(2 / 8)
+    # every slice holds the same nerve, so sparse and dense agree on the imbalance
+    agg_s, agg_d = fs["aggregate"], fd["aggregate"]
+    assert agg_s["class_voxel_fraction_median"] == pytest.approx(
+        agg_d["class_voxel_fraction_median"]
+    )
+    # foreground intensities come from labelled nerve voxels only (brighter than 'ignore' ones)
+    assert agg_s["intensity"]["0"]["p00_5"] > 150
+    assert Fingerprint.from_dict(fs).to_dict() == fs
+
+
+def test_plan_excludes_the_ignore_label_from_the_classes(tmp_path):
+    from autoseg.fingerprint.extract import extract_fingerprint
+    from autoseg.planning import plan_dataset
+    from autoseg.planning.plan import Plan
+
+    fp = extract_fingerprint(make_sparse_dataset(tmp_path / "001_S"), num_workers=1, progress=False)
+    plan = plan_dataset(fp, gpu_memory_gb=8.0, configs="3d_fullres", device="cpu")
+    assert plan.labels == {"background": 0, "nerve": 1} and plan.num_classes == 2
+    assert plan.ignore_label == 2
+    for cfg in plan.configurations.values():
+        assert cfg.architecture["num_classes"] == 2
+    d = plan.to_dict()
+    assert d["ignore_label"] == 2
+    assert Plan.from_dict(json.loads(json.dumps(d))).ignore_label == 2
+    del d["ignore_label"]  # plans of fully labelled datasets do not carry the key
+    assert Plan.from_dict(d).ignore_label is None
+    assert "ignore_label" not in Plan.from_dict(d).to_dict()
