@@ -156,3 +156,36 @@ def test_plan_excludes_the_ignore_label_from_the_classes(tmp_path):
     del d["ignore_label"]  # plans of fully labelled datasets do not carry the key
     assert Plan.from_dict(d).ignore_label is None
     assert "ignore_label" not in Plan.from_dict(d).to_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing
+
+
+@pytest.mark.parametrize(
+    "target",
+    [(3.0, 1.0, 1.0), (1.5, 0.5, 0.5), (1.0, 0.7, 0.7)],
+    ids=["in-plane-coarser", "z-finer", "both"],
+)
+def test_resampled_labels_keep_unlabelled_slices_unlabelled(target):
+    from autoseg.preprocessing.normalization import ChannelNormalization
+    from autoseg.preprocessing.preprocess import PreprocessingParams, preprocess_case
+
+    mask = sparse_mask(2)
+    image = np.random.default_rng(1).normal(100, 10, (1, *SHAPE)).astype(np.float32) + 1
+    geom = Geometry.default(SHAPE, SPACING)
+    params = PreprocessingParams("x", target, (ChannelNormalization("zscore"),))
+    res = preprocess_case(image, geom, params, seg=mask, labels=[1], ignore_label=2)
+    seg = res.seg
+    assert set(np.unique(seg)) <= {0, 1, 2}
+    # along z (the thick axis, nearest neighbour) each output slice comes from one input slice:
+    # it is all 'ignore' or has no 'ignore' at all
+    per_slice = [(s == 2).mean() for s in seg]
+    assert all(f in (0.0, 1.0) for f in per_slice), per_slice
+    assert 0.3 < np.mean(per_slice) < 0.7  # half the slices, as in the input
+    labelled = seg[np.array(per_slice) == 0]
+    assert (labelled == 1).any()
+    # the sampler's foreground locations never point at 'ignore' voxels
+    assert "2" not in res.locations and len(res.locations["1"])
+    z, y, x = res.locations["1"].T
+    assert (seg[z, y, x] == 1).all()
