@@ -189,3 +189,58 @@ def test_resampled_labels_keep_unlabelled_slices_unlabelled(target):
     assert "2" not in res.locations and len(res.locations["1"])
     z, y, x = res.locations["1"].T
     assert (seg[z, y, x] == 1).all()
+
+
+# --------------------------------------------------------------------------------------------
+# sampler
+
+
+def _loader_batches(folder, cfg, n_batches: int, seed: int = 0) -> np.ndarray:
+    from autoseg.data import build_loader
+
+    with build_loader(folder, None, cfg, seed=seed, augment=False) as loader:
+        return np.concatenate([next(loader)["target"] for _ in range(n_batches)])
+
+
+def test_foreground_oversampling_centres_on_real_foreground(tmp_path):
+    from autoseg.data import LoaderConfig
+    from autoseg.data.dataset import write_case_arrays
+
+    seg = np.full((6, 64, 64), 2, np.uint8)  # mostly unlabelled
+    seg[0] = 0
+    seg[0, 30:33, 30:33] = 1  # a small nerve in the one labelled slice
+    write_case_arrays(tmp_path, "c0", np.zeros((1, *seg.shape), np.float32), seg)
+    cfg = LoaderConfig.from_plan(
+        {"dim": 2, "patch_size": [16, 16], "batch_size": 8, "oversample_foreground": 1.0},
+        plan={"ignore_label": 2},
+    )
+    assert cfg.ignore_label == 2
+    targets = _loader_batches(tmp_path, cfg, 5)
+    # every patch is centred on a nerve voxel, none on an 'ignore' one (the locations file
+    # lists both labels; 'ignore' is no foreground)
+    assert all((t == 1).any() for t in targets)
+
+
+def test_random_patches_without_labelled_voxels_are_redrawn(tmp_path):
+    from dataclasses import replace
+
+    from autoseg.data import LoaderConfig
+    from autoseg.data.dataset import write_case_arrays
+    from autoseg.data.sampler import MAX_UNLABELLED_REDRAWS, unlabelled_after_redraws
+
+    seg = np.full((8, 32, 32), 2, np.uint8)
+    seg[0] = 0  # every 8th slice labelled (background only: no foreground to centre on)
+    write_case_arrays(tmp_path, "c0", np.zeros((1, *seg.shape), np.float32), seg)
+    cfg = LoaderConfig(dim=2, patch_size=(16, 16), batch_size=8, oversample_foreground=0.0)
+
+    def labelled_share(c) -> float:
+        targets = _loader_batches(tmp_path, c, 25)
+        return float(np.mean([(t != 2).any() for t in targets]))
+
+    n = 200
+    without = labelled_share(cfg)  # the loader does not know about 'ignore': 1 in 8
+    with_ignore = labelled_share(replace(cfg, ignore_label=2))
+    expected = 1 - unlabelled_after_redraws(8)  # 1 - (7/8)^11 = 0.77
+    assert MAX_UNLABELLED_REDRAWS == 10
+    assert abs(without - 1 / 8) < 4 * np.sqrt(1 / 8 * 7 / 8 / n)
+    assert abs(with_ignore - expected) < 4 * np.sqrt(expected * (1 - expected) / n)

@@ -50,6 +50,9 @@ def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
         "spacing": list(cfg.spacing),
         "thick_axis": plan.resampling.thick_axis,
         "modality": dict(plan.fingerprint.modality),
+        "ignore_label": getattr(
+            plan, "ignore_label", None
+        ),  # sparse annotation (None: every voxel labelled)
     }
     return TrainSetup(
         config_name=config,
@@ -64,6 +67,7 @@ def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
             "batch_dice": cfg.loss.batch_dice,
             "dice_weight": cfg.loss.dice_weight,
             "ce_weight": cfg.loss.ce_weight,
+            "ignore_label": getattr(plan, "ignore_label", None),
         },
         trainer=cfg.trainer,
     )
