@@ -244,3 +244,144 @@ def test_random_patches_without_labelled_voxels_are_redrawn(tmp_path):
     assert MAX_UNLABELLED_REDRAWS == 10
     assert abs(without - 1 / 8) < 4 * np.sqrt(1 / 8 * 7 / 8 / n)
     assert abs(with_ignore - expected) < 4 * np.sqrt(expected * (1 - expected) / n)
+
+
+# --------------------------------------------------------------------------------------------
+# losses: masked, checked against the same loss computed by hand over the labelled voxels
+
+
+def _logits_and_sparse_target(seed: int = 0, shape=(2, 3, 4, 6, 6), ignore: int = 3):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    b, c, *spatial = shape
+    logits = torch.randn(shape, generator=g, requires_grad=True)
+    target = torch.randint(0, c, (b, 1, *spatial), generator=g)
+    unlabelled = torch.rand((b, 1, *spatial), generator=g) < 0.6
+    target[unlabelled] = ignore
+    return logits, target
+
+
+def _labelled_voxels(logits, target, ignore):
+    """(N, C) logits and (N,) labels of the labelled voxels, per batch item."""
+    c = logits.shape[1]
+    out = []
+    for i in range(logits.shape[0]):
+        lg = logits[i].reshape(c, -1).T
+        t = target[i, 0].reshape(-1)
+        keep = t != ignore
+        out.append((lg[keep], t[keep]))
+    return out
+
+
+def _ce_by_hand(pairs) -> float:
+    """-log softmax of the true class, averaged over all labelled voxels (numpy)."""
+    terms = []
+    for lg, t in pairs:
+        x = lg.detach().double().numpy()
+        x = x - x.max(1, keepdims=True)
+        log_p = x - np.log(np.exp(x).sum(1, keepdims=True))
+        terms.extend(-log_p[np.arange(len(t)), t.numpy()])
+    return float(np.mean(terms))
+
+
+def _dice_by_hand(pairs, n_classes: int, batch_dice: bool, smooth: float = 1e-5) -> float:
+    def soft(lg):
+        x = lg.detach().double().numpy()
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    groups = [pairs] if batch_dice else [[p] for p in pairs]
+    scores = []
+    for group in groups:
+        for k in range(1, n_classes):
+            inter = sum(float((soft(lg)[:, k] * (t.numpy() == k)).sum()) for lg, t in group)
+            size = sum(float(soft(lg)[:, k].sum() + (t.numpy() == k).sum()) for lg, t in group)
+            scores.append((2 * inter + smooth) / (size + smooth))
+    return 1.0 - float(np.mean(scores))
+
+
+@pytest.mark.parametrize("batch_dice", [True, False])
+def test_dice_ce_ignores_unlabelled_voxels(batch_dice):
+    from autoseg.training.losses import build_loss
+
+    logits, target = _logits_and_sparse_target()
+    loss_fn = build_loss({"name": "dice_ce", "batch_dice": batch_dice, "ignore_label": 3}, 3)
+    loss = loss_fn(logits, target)
+    pairs = _labelled_voxels(logits, target, 3)
+    expected = _ce_by_hand(pairs) + _dice_by_hand(pairs, 3, batch_dice)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    loss.backward()  # an unlabelled voxel gets exactly no gradient
+    unlabelled = (target == 3).expand_as(logits)
+    assert float(logits.grad[unlabelled].abs().max()) == 0.0
+    assert float(logits.grad[~unlabelled].abs().max()) > 0.0
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "weighted_ce", "soft_dice"])
+def test_every_built_in_loss_ignores_unlabelled_voxels(name):
+    """Changing the logits or the (hidden) true label at unlabelled voxels changes nothing,
+    and the ce/soft Dice values match the by-hand computation."""
+    import torch
+
+    from autoseg.training.losses import build_loss
+
+    logits, target = _logits_and_sparse_target(seed=1)
+    loss_fn = build_loss({"name": name, "ignore_label": 3}, 3)
+    base = float(loss_fn(logits.detach(), target))
+    noisy = logits.detach().clone()
+    unlabelled = (target == 3).expand_as(noisy)
+    noisy[unlabelled] = 50.0 * torch.randn(int(unlabelled.sum()))
+    assert float(loss_fn(noisy, target)) == pytest.approx(base, rel=1e-5)
+    pairs = _labelled_voxels(logits, target, 3)
+    if name == "ce":
+        assert base == pytest.approx(_ce_by_hand(pairs), rel=1e-5)
+    if name == "soft_dice":
+        assert base == pytest.approx(_dice_by_hand(pairs, 3, True), rel=1e-5)
+    if name == "weighted_ce":  # weights from the labelled voxels' class counts
+        t = torch.cat([t for _, t in pairs])
+        lg = torch.cat([lg for lg, _ in pairs])
+        counts = torch.bincount(t, minlength=3).float()
+        w = counts.sum() / (3 * counts)
+        expected = torch.nn.functional.cross_entropy(lg.detach(), t, weight=w)
+        assert base == pytest.approx(float(expected), rel=1e-5)
+    # nothing labelled: 0 (or a finite value), never NaN
+    assert np.isfinite(float(loss_fn(logits, torch.full_like(target, 3))))
+
+
+def test_deep_supervision_targets_carry_the_ignore_mask():
+    import torch
+
+    from autoseg.training.losses import DeepSupervisionLoss, build_loss, downsample_target
+
+    logits, target = _logits_and_sparse_target(seed=2, shape=(2, 3, 4, 8, 8))
+    low = torch.randn(2, 3, 4, 4, 4, requires_grad=True)
+    low_target = downsample_target(target, (4, 4, 4))
+    # nearest neighbour: each coarse voxel is one fine voxel, ignore included
+    assert torch.equal(low_target, target[:, :, :, ::2, ::2])
+    base = build_loss({"name": "dice_ce", "ignore_label": 3}, 3)
+    ds = DeepSupervisionLoss(base, 3)  # weights 2/3, 1/3, 0
+    third = torch.randn(2, 3, 4, 2, 2)
+    total = ds([logits, low, third], [target, low_target, downsample_target(target, (4, 2, 2))])
+    by_hand = 0.0
+    for w, lg, t in ((2 / 3, logits, target), (1 / 3, low, low_target)):
+        pairs = _labelled_voxels(lg, t, 3)
+        by_hand += w * (_ce_by_hand(pairs) + _dice_by_hand(pairs, 3, True))
+    assert float(total) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_pseudo_dice_counts_come_from_labelled_voxels_only():
+    import torch
+
+    from autoseg.training.losses.core import drop_ignored
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 3, (2, 5, 7), generator=g)
+    target[torch.rand(2, 5, 7, generator=g) < 0.5] = 3
+    pred = torch.randint(0, 3, (2, 5, 7), generator=g)
+    p, t = drop_ignored(pred, target, 3)
+    keep = (target != 3).numpy()
+    for c in (1, 2):  # the trainer's tp/fp/fn per class, vs numpy over labelled voxels
+        pc, tc = (pred.numpy() == c)[keep], (target.numpy() == c)[keep]
+        assert int(((p == c) & (t == c)).sum()) == int((pc & tc).sum())
+        assert int(((p == c) & (t != c)).sum()) == int((pc & ~tc).sum())
+        assert int(((p != c) & (t == c)).sum()) == int((~pc & tc).sum())
