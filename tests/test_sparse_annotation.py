@@ -345,7 +345,7 @@ def test_every_built_in_loss_ignores_unlabelled_voxels(name):
         expected = torch.nn.functional.cross_entropy(lg.detach(), t, weight=w)
         assert base == pytest.approx(float(expected), rel=1e-5)
     # nothing labelled: 0 (or a finite value), never NaN
-    assert np.isfinite(float(loss_fn(logits, torch.full_like(target, 3))))
+    assert np.isfinite(float(loss_fn(logits.detach(), torch.full_like(target, 3))))
 
 
 def test_deep_supervision_targets_carry_the_ignore_mask():
@@ -385,3 +385,35 @@ def test_pseudo_dice_counts_come_from_labelled_voxels_only():
         assert int(((p == c) & (t == c)).sum()) == int((pc & tc).sum())
         assert int(((p == c) & (t != c)).sum()) == int((pc & ~tc).sum())
         assert int(((p != c) & (t == c)).sum()) == int((~pc & tc).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation: only labelled voxels count
+
+
+def test_metrics_and_evaluate_count_labelled_voxels_only(tmp_path):
+    from autoseg.evaluation import compute_metrics, evaluate_folders
+
+    ref = sparse_mask(4)
+    pred = np.zeros(SHAPE, np.uint8)
+    pred[:, 5:10, 4:8] = 1  # right in every slice ...
+    pred[1:4, 0:3, 0:3] = 1  # ... plus false positives, all in unlabelled slices
+    m = compute_metrics(pred, ref, SPACING, [1], ignore_label=2)
+    assert m[1]["dice"] == 1.0 and m[1]["precision"] == 1.0
+    assert compute_metrics(pred, ref, SPACING, [1])[1]["dice"] < 1.0  # unmasked: penalised
+    # by hand on the labelled slices only, with an error there too
+    pred[0, 5, 4] = 0
+    keep = ref != 2
+    p, r = pred[keep] == 1, ref[keep] == 1
+    by_hand = 2 * np.count_nonzero(p & r) / (np.count_nonzero(p) + np.count_nonzero(r))
+    assert compute_metrics(pred, ref, SPACING, [1], ignore_label=2)[1]["dice"] == pytest.approx(
+        by_hand
+    )
+    # autoseg evaluate finds the ignore label in the dataset.json next to the references
+    make_sparse_dataset(tmp_path / "ds", n_cases=1, every=4)
+    geom = Geometry.default(SHAPE, SPACING)
+    write_image(tmp_path / "ds" / "labelsTr" / "case0.nii.gz", ref, geom)
+    write_image(tmp_path / "pred" / "case0.nii.gz", pred, geom)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "ds" / "labelsTr", progress=False)
+    assert result.labels == [1]  # 'ignore' is no label to score
+    assert result.mean("dice") == pytest.approx(by_hand)

@@ -83,7 +83,13 @@ def validate_fold(
             with atomic_path(out / f"{case_id}.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez_compressed(fh, probabilities=probs.astype(np.float16))
             ref = read_image(case.label)
-            metrics = compute_metrics(seg, ref.array, ref.geometry.spacing_zyx, labels)
+            metrics = compute_metrics(
+                seg,
+                ref.array,
+                ref.geometry.spacing_zyx,
+                labels,
+                getattr(plan, "ignore_label", None),  # sparse annotation: labelled voxels only
+            )
         per_case[case_id] = {str(k): v for k, v in metrics.items()}
     mean_dice = {
         str(lab): float(np.nanmean([per_case[c][str(lab)]["dice"] for c in per_case]))
