@@ -417,3 +417,85 @@ def test_metrics_and_evaluate_count_labelled_voxels_only(tmp_path):
     result = evaluate_folders(tmp_path / "pred", tmp_path / "ds" / "labelsTr", progress=False)
     assert result.labels == [1]  # 'ignore' is no label to score
     assert result.mean("dice") == pytest.approx(by_hand)
+
+
+# --------------------------------------------------------------------------------------------
+# convert --sparse-every K
+
+
+def test_sparsify_keeps_every_kth_slice_along_the_thickest_axis():
+    from autoseg.io.sparse import slice_axis, sparsify
+
+    assert slice_axis((3.0, 0.5, 0.5)) == 0
+    assert slice_axis((0.5, 0.5, 2.0)) == 2
+    assert slice_axis((1.0, 1.0, 1.0)) == 0  # isotropic: z
+    seg = np.ones((4, 5, 9), np.uint8)
+    out = sparsify(seg, 2, 4, 7)
+    assert (out[:, :, [0, 4, 8]] == 1).all()
+    assert (out[:, :, [1, 2, 3, 5, 6, 7]] == 7).all()
+    assert (sparsify(seg, 0, 1, 7) == seg).all()  # K = 1 keeps everything
+
+
+def _dense_dataset(folder: Path, n_cases: int = 2, spacing=SPACING) -> Path:
+    geom = Geometry.default(SHAPE, spacing)
+    rng = np.random.default_rng(5)
+    for i in range(n_cases):
+        write_image(
+            folder / "imagesTr" / f"case{i}_0000.nii.gz",
+            rng.normal(100, 10, SHAPE).astype(np.float32),
+            geom,
+        )
+        write_image(folder / "labelsTr" / f"case{i}.nii.gz", sparse_mask(1), geom)
+    DatasetJson(
+        channel_names={"0": "T2"},
+        labels={"background": 0, "nerve": 1},
+        num_training=n_cases,
+        file_ending=".nii.gz",
+        cases={"case0": {"subject": "s0"}},
+    ).save(folder)
+    return folder
+
+
+def test_convert_sparse_every_builds_a_sparse_dataset(tmp_path, monkeypatch, capsys):
+    from autoseg.cli import main
+    from autoseg.io import read_image
+
+    root = tmp_path / "root"
+    monkeypatch.setenv("AUTOSEG_ROOT", str(root))
+    _dense_dataset(root / "raw" / "001_Dense", spacing=(0.5, 0.5, 2.0))  # x is the slice axis
+    assert main(["convert", "1", "--name", "Sparse3", "--sparse-every", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "every 3-th slice" in out and ": OK" in out
+    target = root / "raw" / "002_Sparse3"
+    ds = load_dataset_json(target)
+    assert ds.labels == {"background": 0, "nerve": 1, "ignore": 2}
+    assert ds.cases == {"case0": {"subject": "s0"}} and ds.extra["sparse_annotation"]["every"] == 3
+    for i in range(2):
+        dense = read_image(root / "raw" / "001_Dense" / "labelsTr" / f"case{i}.nii.gz")
+        sparse = read_image(target / "labelsTr" / f"case{i}.nii.gz")
+        assert sparse.geometry == dense.geometry
+        kept = np.arange(SHAPE[2]) % 3 == 0
+        assert np.array_equal(sparse.array[:, :, kept], dense.array[:, :, kept])
+        assert (sparse.array[:, :, ~kept] == 2).all()
+        image = target / "imagesTr" / f"case{i}_0000.nii.gz"
+        src_image = root / "raw" / "001_Dense" / "imagesTr" / image.name
+        assert image.read_bytes() == src_image.read_bytes()
+    # a second run is refused without --overwrite, in one line
+    assert main(["convert", "1", "--name", "Sparse3", "--sparse-every", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already exists" in err and len(err.splitlines()) == 1
+
+
+def test_convert_sparse_every_refuses_2d_data(tmp_path, monkeypatch, capsys):
+    from conftest import tiny_us_dataset
+
+    from autoseg.cli import main
+
+    root = tmp_path / "root"
+    monkeypatch.setenv("AUTOSEG_ROOT", str(root))
+    tiny_us_dataset(root, 1, 2)
+    assert main(["convert", "1", "--name", "SparseUS", "--sparse-every", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs 3D volumes" in err and len(err.splitlines()) == 1
+    assert main(["convert", "1", "--name", "SparseUS", "--sparse-every", "0"]) == 2
+    assert ">= 1" in capsys.readouterr().err
