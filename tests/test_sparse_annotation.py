@@ -499,3 +499,54 @@ def test_convert_sparse_every_refuses_2d_data(tmp_path, monkeypatch, capsys):
     assert "needs 3D volumes" in err and len(err.splitlines()) == 1
     assert main(["convert", "1", "--name", "SparseUS", "--sparse-every", "0"]) == 2
     assert ">= 1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# end to end: a sparse thigh phantom, planned and trained (tiny network, a few iterations)
+
+
+@pytest.mark.slow
+def test_plan_and_train_on_a_sparse_phantom(tmp_path, monkeypatch, one_thread):
+    from autoseg.cli import main
+    from autoseg.layout import ResultsLayout
+    from autoseg.networks.checkpoint import load_checkpoint
+    from autoseg.phantoms import Mri3dConfig, generate_phantom
+
+    root = tmp_path / "root"
+    monkeypatch.setenv("AUTOSEG_ROOT", str(root))
+    src = tmp_path / "src"
+    generate_phantom("mri3d", src, 4, seed=2, config=Mri3dConfig(shape=(8, 48, 48)), progress=False)
+    assert (
+        main(["convert", str(src), "--name", "Thigh", "--id", "1", "--label-names", "nerve"]) == 0
+    )
+    assert main(["convert", "1", "--name", "ThighSparse4", "--id", "2", "--sparse-every", "4"]) == 0
+    assert main(["plan", "2", "--configs", "2d", "--brief"]) == 0
+    base = root / "preprocessed" / "002_ThighSparse4"
+    assert json.loads((base / "fingerprint.json").read_text())["ignore_label"] == 2
+    plan_path = base / "plans.json"
+    plan = json.loads(plan_path.read_text())
+    assert plan["ignore_label"] == 2 and sorted(plan["labels"].values()) == [0, 1]
+    plan["configurations"] = {"2d": plan["configurations"]["2d"]}
+    plan["configurations"]["2d"]["architecture"].update(
+        features_per_stage=[4, 8],
+        kernel_sizes=[[3, 3], [3, 3]],
+        strides=[[1, 1], [2, 2]],
+        n_blocks_per_stage=[1, 1],
+        n_conv_per_stage_decoder=[1],
+    )
+    plan["configurations"]["2d"].update(patch_size=[32, 32], batch_size=2)
+    plan["schedule"].update(epochs=2, iterations_per_epoch=3)
+    plan_path.write_text(json.dumps(plan))
+    args = ["plan-and-train", "2", "--n-folds", "2", "--workers", "0", "--no-progress"]
+    assert main(args) == 0
+
+    results = root / "results" / "002_ThighSparse4"
+    assert (results / "inference.json").is_file()  # find-best ran on the sparse references
+    layout = ResultsLayout(results)
+    for fold in (0, 1):
+        state = load_checkpoint(layout.checkpoint("2d", fold), map_location="cpu")
+        heads = [v for k, v in state["model"].items() if k.endswith("weight") and v.ndim == 4]
+        assert heads[-1].shape[0] == 2  # background + nerve: no 'ignore' output
+        metrics = json.loads(layout.validation_metrics("2d", fold).read_text())
+        assert set(metrics["mean_dice"]) == {"1"}
+        assert all(0.0 <= v <= 1.0 for v in metrics["mean_dice"].values())
