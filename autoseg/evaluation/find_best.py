@@ -28,7 +28,13 @@ import numpy as np
 from autoseg import __version__
 from autoseg.choices import parse_folds, parse_list
 from autoseg.errors import AutosegError
-from autoseg.evaluation.metrics import compute_metrics, dice, map_cases, read_label_map
+from autoseg.evaluation.metrics import (
+    compute_metrics,
+    dice,
+    map_cases,
+    mask_unlabelled,
+    read_label_map,
+)
 from autoseg.io import load_dataset_json, write_json_atomic
 from autoseg.io.atomic import TMP_MARK
 from autoseg.layout import ResultsLayout
@@ -123,7 +129,8 @@ def score_segmentation(
     """``{label: (Dice, HD95 mm)}``. HD95 is metrics' ``hd95_mm_filled``: the image diagonal
     when exactly one mask is empty, so that its mean over cases is always defined. Reference
     voxels of ``ignore_label`` count for nothing."""
-    m = compute_metrics(seg, ref, spacing, labels, ignore_label)
+    seg, ref = mask_unlabelled(seg, ref, ignore_label)
+    m = compute_metrics(seg, ref, spacing, labels)
     return {int(lab): (m[lab]["dice"], m[lab]["hd95_mm_filled"]) for lab in labels}
 
 

@@ -133,11 +133,7 @@ def compute_metrics(
     ref = np.asarray(ref)
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
-    if ignore_label is not None:
-        unlabelled = ref == ignore_label
-        if unlabelled.any():
-            pred = np.where(unlabelled, 0, pred)
-            ref = np.where(unlabelled, 0, ref)
+    pred, ref = mask_unlabelled(pred, ref, ignore_label)
     if len(spacing) != ref.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match a {ref.ndim}D image")
     spacing = tuple(float(s) for s in spacing)
@@ -147,6 +143,19 @@ def compute_metrics(
         int(label): binary_metrics(pred == label, ref == label, spacing, diagonal, voxel_mm3)
         for label in labels
     }
+
+
+def mask_unlabelled(
+    pred: np.ndarray, ref: np.ndarray, ignore_label: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction and reference with the reference's unlabelled voxels (``ignore_label``) set
+    to background in both (the arrays themselves when there are none)."""
+    if ignore_label is None:
+        return pred, ref
+    unlabelled = ref == ignore_label
+    if not unlabelled.any():
+        return pred, ref
+    return np.where(unlabelled, 0, pred), np.where(unlabelled, 0, ref)
 
 
 def both_empty_metrics() -> dict[str, float]:
@@ -396,7 +405,8 @@ def _evaluate_case(job: _CaseJob) -> tuple[str, dict[int, dict[str, float]], tup
         job.labels if job.labels is not None else present_labels(pred, ref, ignore_label=ignore)
     )
     spacing = ref_geom.spacing_zyx
-    return job.case, compute_metrics(pred, ref, spacing, labels, ignore), spacing
+    pred, ref = mask_unlabelled(pred, ref, ignore)
+    return job.case, compute_metrics(pred, ref, spacing, labels), spacing
 
 
 def match_cases(
