@@ -34,6 +34,7 @@ examples:
   autoseg convert ~/Task01_BrainTumour --name BrainTumour --format msd
   autoseg convert ~/thigh_mrn --name SciaticMRN --pairs ~/thigh_mrn/pairs.csv --channel-names T2
   autoseg convert 12 --to nnunet --out ~/nnUNet_raw
+  autoseg convert 12 --name ThighSparse4 --sparse-every 4
 """
 
 
@@ -78,10 +79,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="processes (default min(4, cpu count))")
     p.add_argument("--to", choices=("nnunet",), help="also export to another tool's layout")
     p.add_argument("--out", metavar="DIR", help="folder for --to nnunet (e.g. $nnUNet_raw)")
+    p.add_argument(
+        "--sparse-every",
+        type=int,
+        metavar="K",
+        help="SOURCE is a 3D dataset: make the dataset --name from it with only every K-th "
+        "slice (along each volume's thickest axis) labelled, the rest the 'ignore' label "
+        "(sparse-annotation experiments)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sparse_every is not None:
+        return _run_sparse(args)
     if (args.to is None) != (args.out is None):
         raise AutosegError(
             "--to and --out go together", fix="give both, e.g. --to nnunet --out DIR"
@@ -136,6 +147,43 @@ def run(args: argparse.Namespace) -> int:
         out = export_nnunet(result.target, args.out, overwrite=args.overwrite)
         print(f"exported to {out}")
     return 0
+
+
+def _run_sparse(args: argparse.Namespace) -> int:
+    from autoseg.io.convert import choose_target
+    from autoseg.io.sparse import check_every, make_sparse_dataset
+    from autoseg.io.verify import verify_dataset
+
+    check_every(args.sparse_every)
+    if args.to is not None:
+        raise AutosegError(
+            "--sparse-every and --to do not go together",
+            fix="make the sparse dataset first, then export it",
+        )
+    source = _existing_dataset(args.source)
+    if source is None:
+        raise AutosegError(
+            "--sparse-every needs a converted dataset (id, name or folder with dataset.json)",
+            path=args.source,
+            fix="convert the source folder first, then run convert DATASET --sparse-every K",
+        )
+    if args.name is None:
+        raise AutosegError(
+            "--name is required for the sparse copy", fix="add e.g. --name ThighSparse4"
+        )
+    target = choose_target(args.name, args.dataset_id, None)
+    target, ignore = make_sparse_dataset(
+        source, target, args.sparse_every, overwrite=args.overwrite
+    )
+    print(
+        f"kept every {args.sparse_every}-th slice of {source.name} labelled, the rest "
+        f"'ignore' ({ignore}), in {target}"
+    )
+    workers = 1 if args.workers is None else args.workers
+    problems = verify_dataset(target, num_workers=workers, progress=False)
+    _print_problems(problems)
+    print(summary_line(target, problems))
+    return 0 if not any(p.is_error for p in problems) else 1
 
 
 def _print_problems(problems: list[Problem], max_warnings: int = MAX_WARNINGS) -> None:

@@ -37,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: a dataset.json next to R, if it names cohorts)",
     )
     p.add_argument(
+        "--ignore-label",
+        type=int,
+        default=None,
+        metavar="V",
+        help="reference value of unlabelled voxels, which count for nothing (sparse "
+        "annotation; default: the 'ignore' label of a dataset.json next to R)",
+    )
+    p.add_argument(
         "--out",
         default=None,
         metavar="DIR",
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=out,
         num_workers=args.workers,
         progress=not args.quiet,
+        ignore_label=args.ignore_label,
     )
     print(format_summary(result.summary))
     if result.unmatched_references:

@@ -83,6 +83,7 @@ class LoaderConfig:
     spacing: tuple[float, ...] | None = None
     crop_jitter_mm: float = 4.0
     name: str = ""
+    ignore_label: int | None = None  # sparse annotation: value of unlabelled voxels
 
     def __post_init__(self) -> None:
         where = f"configuration {self.name!r}" if self.name else "loader configuration"
@@ -179,6 +180,11 @@ class LoaderConfig:
             spacing=spacing,
             name=str(name or c.get("name") or ""),
         )
+        ignore = c.get("ignore_label")
+        if ignore is None and plan is not None:
+            ignore = plan.get("ignore_label")
+        if ignore is not None:
+            values["ignore_label"] = int(ignore)
         if "seed" in c:
             values["seed"] = int(c["seed"])
         return cls._with(values, overrides)
@@ -207,6 +213,7 @@ class LoaderConfig:
             thick_axis=int(thick),
             spacing=spacing,
             name=config,
+            ignore_label=plan.ignore_label,  # sparse annotation (None: every voxel labelled)
         )
         return cls._with(values, overrides)
 
@@ -476,6 +483,7 @@ class BatchSource:
                 target[i, 0],
                 offsets=offsets,
                 flips=flips,
+                ignore_label=cfg.ignore_label,
             )
             keys.append(case_id)
         assert data is not None and target is not None

@@ -31,6 +31,16 @@ import numpy as np
 # voxel beyond the sample point, and ceil() may lose half a voxel.
 READ_SAFETY = 2
 
+MAX_UNLABELLED_REDRAWS = 10
+"""Sparse annotation: a random patch holding no labelled voxel (all 'ignore') teaches nothing
+and is drawn again, at most this many times (see :func:`unlabelled_after_redraws`).
+
+A 3D patch spanning at least K slices always holds a labelled one when every K-th slice is
+labelled; the redraws are for 2D/2.5D patches, one slice each, labelled with probability 1/K.
+With 10 redraws the share of patches still unlabelled is (1 - 1/K)^11: 0.05 % for K = 2, 4 %
+for K = 4, 23 % for K = 8 (vs 50 / 75 / 88 % without). The cost is bounded: 11 reads of one
+slice's patch, ~1 ms each for 256 x 256 on one core."""
+
 
 # --------------------------------------------------------------------------- read sizes
 def rotated_extent(
@@ -551,10 +561,36 @@ def sample_patch(
     out_seg: np.ndarray | None = None,
     offsets: np.ndarray | None = None,
     flips: Sequence[bool] = (False, False, False),
+    ignore_label: int | None = None,
+    max_redraws: int = MAX_UNLABELLED_REDRAWS,
 ) -> Patch:
     """Choose a centre in one case and read the (warped, when ``offsets`` are given) patch
     there (into ``out_*`` when given: ``(C, k or pz, py, px)`` float32 and ``(1 or pz, py, px)``
-    uint8)."""
-    centre, vlo, vhi, used = choose_centre(image.shape[1:], geom, locations, rng, force_foreground)
-    data, labels = read_patch(image, seg, centre, geom, vlo, vhi, out_data, out_seg, offsets, flips)
+    uint8).
+
+    ``ignore_label`` (sparse annotation): its voxels are never foreground centres, and a patch
+    whose labels are all ``ignore_label`` is drawn again, up to ``max_redraws`` times
+    (:data:`MAX_UNLABELLED_REDRAWS`); the last draw is kept whatever it holds."""
+    if ignore_label is not None:
+        locations = {k: v for k, v in locations.items() if int(k) != ignore_label}
+    for attempt in range(max(0, int(max_redraws)) + 1):
+        centre, vlo, vhi, used = choose_centre(
+            image.shape[1:], geom, locations, rng, force_foreground
+        )
+        data, labels = read_patch(
+            image, seg, centre, geom, vlo, vhi, out_data, out_seg, offsets, flips
+        )
+        out_data, out_seg = data, labels
+        if ignore_label is None or attempt == max_redraws or not _all_equal(labels, ignore_label):
+            break
     return Patch(case_id, data, labels, centre, used)
+
+
+def unlabelled_after_redraws(every: int, redraws: int = MAX_UNLABELLED_REDRAWS) -> float:
+    """Share of one-slice random patches still unlabelled when every ``every``-th slice is
+    labelled and unlabelled draws are repeated ``redraws`` times: ``(1 - 1/every)^(redraws+1)``."""
+    return (1.0 - 1.0 / every) ** (redraws + 1)
+
+
+def _all_equal(labels: np.ndarray, value: int) -> bool:
+    return bool(labels.size) and not bool(np.any(labels != value))

@@ -28,7 +28,13 @@ import numpy as np
 from autoseg import __version__
 from autoseg.choices import parse_folds, parse_list
 from autoseg.errors import AutosegError
-from autoseg.evaluation.metrics import compute_metrics, dice, map_cases, read_label_map
+from autoseg.evaluation.metrics import (
+    compute_metrics,
+    dice,
+    map_cases,
+    mask_unlabelled,
+    read_label_map,
+)
 from autoseg.io import load_dataset_json, write_json_atomic
 from autoseg.io.atomic import TMP_MARK
 from autoseg.layout import ResultsLayout
@@ -114,10 +120,16 @@ def _class_sum(probabilities: Sequence[np.ndarray], k: int) -> np.ndarray:
 
 
 def score_segmentation(
-    seg: np.ndarray, ref: np.ndarray, spacing: Sequence[float], labels: Sequence[int]
+    seg: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    labels: Sequence[int],
+    ignore_label: int | None = None,
 ) -> dict[int, tuple[float, float]]:
     """``{label: (Dice, HD95 mm)}``. HD95 is metrics' ``hd95_mm_filled``: the image diagonal
-    when exactly one mask is empty, so that its mean over cases is always defined."""
+    when exactly one mask is empty, so that its mean over cases is always defined. Reference
+    voxels of ``ignore_label`` count for nothing."""
+    seg, ref = mask_unlabelled(seg, ref, ignore_label)
     m = compute_metrics(seg, ref, spacing, labels)
     return {int(lab): (m[lab]["dice"], m[lab]["hd95_mm_filled"]) for lab in labels}
 
@@ -380,6 +392,7 @@ class _ScoreJob:
     candidates: tuple[tuple[str, ...], ...]
     labels: tuple[int, ...]
     num_classes: int
+    ignore_label: int | None = None  # sparse annotation: reference voxels that count for nothing
 
 
 @dataclass
@@ -397,11 +410,11 @@ def _score_case(job: _ScoreJob) -> _CaseScores:
     probs = {c: _load_probabilities(p, job.num_classes, ref.shape) for c, p in job.probs}
     scores = {
         candidate_name(cand): score_segmentation(
-            segment([probs[c] for c in cand]), ref, spacing, job.labels
+            segment([probs[c] for c in cand]), ref, spacing, job.labels, job.ignore_label
         )
         for cand in job.candidates
     }
-    n_comp, min_vol = _reference_stats(ref, spacing, job.labels)
+    n_comp, min_vol = _reference_stats(ref, spacing, job.labels)  # 'ignore' is not in labels
     return _CaseScores(job.case, scores, n_comp, min_vol, tuple(spacing))
 
 
@@ -438,6 +451,7 @@ class _PostJob:
     labels: tuple[int, ...]
     num_classes: int
     trials: tuple[tuple[int, str, tuple[tuple[str, Any], ...]], ...]  # (label, name, rule)
+    ignore_label: int | None = None
 
 
 def _postprocess_case(job: _PostJob) -> dict[tuple[int, str], dict[int, float]]:
@@ -446,10 +460,15 @@ def _postprocess_case(job: _PostJob) -> dict[tuple[int, str], dict[int, float]]:
     ref, geometry = read_label_map(job.ref)
     spacing = geometry.spacing_zyx
     seg = segment([_load_probabilities(p, job.num_classes, ref.shape) for _, p in job.probs])
-    out = {(0, RULE_NONE): {lab: dice(seg, ref, lab) for lab in job.labels}}
+    labelled = None if job.ignore_label is None else ref != job.ignore_label
+
+    def score(s: np.ndarray, lab: int) -> float:  # Dice over the labelled voxels
+        return dice(s, ref, lab) if labelled is None else dice(s[labelled], ref[labelled], lab)
+
+    out = {(0, RULE_NONE): {lab: score(seg, lab) for lab in job.labels}}
     for label, name, rule in job.trials:
         after = apply_rule(seg, label, dict(rule), spacing)
-        out[(label, name)] = {lab: dice(after, ref, lab) for lab in job.labels}
+        out[(label, name)] = {lab: score(after, lab) for lab in job.labels}
     return out
 
 
@@ -480,7 +499,8 @@ def find_best(
     labels = tuple(sorted(ds.foreground_labels.values()))
     if not labels:
         raise AutosegError("dataset.json has no foreground label", path=raw / "dataset.json")
-    num_classes = max(ds.labels.values()) + 1
+    num_classes = max(ds.class_labels.values()) + 1  # the network's outputs: no 'ignore'
+    ignore = ds.ignore_label
     refs = {}
     for case in found.cases:
         ref = raw / "labelsTr" / f"{case}{ds.file_ending}"
@@ -491,9 +511,20 @@ def find_best(
                 fix="restore labelsTr, or check that the results belong to this dataset",
             )
         refs[case] = ref
-    scored = score_candidates(found, refs, labels, num_classes, num_workers, progress)
+    scored = score_candidates(
+        found, refs, labels, num_classes, num_workers, progress, ignore_label=ignore
+    )
     post = search_postprocessing(
-        raw, ds.file_ending, found, refs, scored, labels, num_classes, num_workers, progress
+        raw,
+        ds.file_ending,
+        found,
+        refs,
+        scored,
+        labels,
+        num_classes,
+        num_workers,
+        progress,
+        ignore_label=ignore,
     )
     info = inference_document(raw.name, ds.labels, found, scored, post, labels, res)
     if write:
@@ -518,6 +549,7 @@ def score_candidates(
     num_classes: int,
     num_workers: int | None,
     progress: bool,
+    ignore_label: int | None = None,
 ) -> Scored:
     """Dice and HD95 of every configuration and ensemble on every validated case; ranked by
     mean Dice, the winner by :func:`choose_candidate`."""
@@ -531,6 +563,7 @@ def score_candidates(
             candidates,
             labels,
             num_classes,
+            ignore_label,
         )
         for case in found.cases
     ]
@@ -570,6 +603,7 @@ def search_postprocessing(
     num_classes: int,
     num_workers: int | None,
     progress: bool,
+    ignore_label: int | None = None,
 ) -> PostSearch:
     """Try each label's rules on the chosen candidate's out-of-fold segmentations (min-size
     thresholds learnt per fold from that fold's training labels) and keep those that help."""
@@ -613,6 +647,7 @@ def search_postprocessing(
                 labels,
                 num_classes,
                 tuple(trials),
+                ignore_label,
             )
         )
     post = map_cases(

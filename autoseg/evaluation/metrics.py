@@ -114,18 +114,26 @@ def dice(pred: np.ndarray, ref: np.ndarray, label: int = 1) -> float:
 
 
 def compute_metrics(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], labels: Sequence[int]
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    labels: Sequence[int],
+    ignore_label: int | None = None,
 ) -> dict[int, dict[str, float]]:
     """``{label: {metric: value}}`` for label maps on one grid (keys in :data:`METRIC_KEYS`).
 
     ``spacing`` is in array order ((z, y, x) or (y, x)), in mm. Masks are cropped to the
     bounding box of both before anything else, so the cost follows the structure's size, not
-    the image's.
+    the image's. ``ignore_label`` (sparse annotation): reference voxels of that value are
+    unlabelled and count for nothing — both masks are cut to the labelled voxels (set to
+    background elsewhere) before any metric, so overlap scores are those of the labelled
+    voxels, and surfaces end where the labelling ends.
     """
     pred = np.asarray(pred)
     ref = np.asarray(ref)
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
+    pred, ref = mask_unlabelled(pred, ref, ignore_label)
     if len(spacing) != ref.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match a {ref.ndim}D image")
     spacing = tuple(float(s) for s in spacing)
@@ -135,6 +143,19 @@ def compute_metrics(
         int(label): binary_metrics(pred == label, ref == label, spacing, diagonal, voxel_mm3)
         for label in labels
     }
+
+
+def mask_unlabelled(
+    pred: np.ndarray, ref: np.ndarray, ignore_label: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction and reference with the reference's unlabelled voxels (``ignore_label``) set
+    to background in both (the arrays themselves when there are none)."""
+    if ignore_label is None:
+        return pred, ref
+    unlabelled = ref == ignore_label
+    if not unlabelled.any():
+        return pred, ref
+    return np.where(unlabelled, 0, pred), np.where(unlabelled, 0, ref)
 
 
 def both_empty_metrics() -> dict[str, float]:
@@ -258,11 +279,11 @@ def list_segmentations(path: str | os.PathLike) -> dict[str, Path]:
     return out
 
 
-def present_labels(*arrays: np.ndarray) -> list[int]:
-    """Non-zero values present in any of the arrays, sorted."""
+def present_labels(*arrays: np.ndarray, ignore_label: int | None = None) -> list[int]:
+    """Non-zero values present in any of the arrays, sorted (``ignore_label`` left out)."""
     found: set[int] = set()
     for a in arrays:
-        found.update(int(v) for v in np.unique(a) if v != 0)
+        found.update(int(v) for v in np.unique(a) if v != 0 and v != ignore_label)
     return sorted(found)
 
 
@@ -283,6 +304,17 @@ def labels_from_dataset_json(folder: Path) -> list[int] | None:
         if (candidate / "dataset.json").is_file():
             try:
                 return sorted(load_dataset_json(candidate).foreground_labels.values())
+            except AutosegError:
+                return None
+    return None
+
+
+def ignore_label_near(folder: Path) -> int | None:
+    """The ``ignore`` label of a dataset.json in ``folder`` or its parent (None: none there)."""
+    for candidate in (folder, folder.parent):
+        if (candidate / "dataset.json").is_file():
+            try:
+                return load_dataset_json(candidate).ignore_label
             except AutosegError:
                 return None
     return None
@@ -355,6 +387,7 @@ class _CaseJob:
     pred: Path
     ref: Path
     labels: tuple[int, ...] | None
+    ignore_label: int | None = None
 
 
 def _evaluate_case(job: _CaseJob) -> tuple[str, dict[int, dict[str, float]], tuple[float, ...]]:
@@ -367,8 +400,12 @@ def _evaluate_case(job: _CaseJob) -> tuple[str, dict[int, dict[str, float]], tup
             fix="resample the prediction onto the reference image's grid",
         )
     check_same_grid(pred_geom, ref_geom, job.pred, job.ref)
-    labels = job.labels if job.labels is not None else present_labels(pred, ref)
+    ignore = job.ignore_label
+    labels = (
+        job.labels if job.labels is not None else present_labels(pred, ref, ignore_label=ignore)
+    )
     spacing = ref_geom.spacing_zyx
+    pred, ref = mask_unlabelled(pred, ref, ignore)
     return job.case, compute_metrics(pred, ref, spacing, labels), spacing
 
 
@@ -407,8 +444,13 @@ def evaluate_folders(
     out_dir: str | os.PathLike | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    ignore_label: int | None = None,
 ) -> EvaluationResult:
     """Compare every prediction with its reference; optionally write the three result files.
+
+    ``ignore_label`` (sparse annotation; default: the ``ignore`` label of a dataset.json next
+    to the references): reference voxels of that value count for nothing (see
+    :func:`compute_metrics`).
 
     ``labels`` default to the foreground labels of a dataset.json next to the references
     (``ref_dir`` or its parent), else to every label present in any case (a label absent from
@@ -423,8 +465,13 @@ def evaluate_folders(
     if label_list is None:
         label_list = labels_from_dataset_json(ref_folder)
     cohort_map = load_cohorts(cohorts) if cohorts is not None else cohorts_near(ref_folder)
+    if ignore_label is None:
+        ignore_label = ignore_label_near(ref_folder)
+    if label_list is not None and ignore_label is not None:
+        label_list = [v for v in label_list if v != ignore_label]
     jobs = [
-        _CaseJob(c, p, r, None if label_list is None else tuple(label_list)) for c, p, r in matched
+        _CaseJob(c, p, r, None if label_list is None else tuple(label_list), ignore_label)
+        for c, p, r in matched
     ]
     results = map_cases(
         _evaluate_case, jobs, num_workers=num_workers, progress=progress, desc="evaluate"

@@ -36,7 +36,7 @@ def validate_fold(
     """Predict the fold's validation cases at original geometry; save labels, probabilities
     (float16) and per-case metrics. ``tta=None``: mirror unless the plan is a time-budgeted
     CPU plan (the planner's rule, :func:`autoseg.planning.budget.validation_mirroring`)."""
-    from autoseg.evaluation.metrics import compute_metrics
+    from autoseg.evaluation.metrics import compute_metrics, mask_unlabelled
     from autoseg.inference.predictor import Predictor, load_fold_models
     from autoseg.io import read_image
     from autoseg.networks.device import pick_device
@@ -83,7 +83,9 @@ def validate_fold(
             with atomic_path(out / f"{case_id}.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez_compressed(fh, probabilities=probs.astype(np.float16))
             ref = read_image(case.label)
-            metrics = compute_metrics(seg, ref.array, ref.geometry.spacing_zyx, labels)
+            # sparse annotation: only labelled voxels count
+            seg_l, ref_l = mask_unlabelled(seg, ref.array, getattr(plan, "ignore_label", None))
+            metrics = compute_metrics(seg_l, ref_l, ref.geometry.spacing_zyx, labels)
         per_case[case_id] = {str(k): v for k, v in metrics.items()}
     mean_dice = {
         str(lab): float(np.nanmean([per_case[c][str(lab)]["dice"] for c in per_case]))

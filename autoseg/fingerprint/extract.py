@@ -182,6 +182,7 @@ def case_statistics(
     max_samples: int = MAX_SAMPLES_PER_CASE,
     seed: int = SAMPLE_SEED,
     path: str | os.PathLike | None = None,
+    ignore_label: int | None = None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Statistics of one case from its arrays (array order); no file access.
 
@@ -189,10 +190,18 @@ def case_statistics(
     grid, ``label_values`` the foreground values declared in ``dataset.json``. Returns the
     case's entry of ``fingerprint.json`` and, per channel, up to ``max_samples`` foreground
     intensities (the same voxels in every channel) for the dataset-wide statistics.
+
+    ``ignore_label`` (sparse annotation): voxels of that value are unlabelled. They are neither
+    foreground nor background: class fractions are of the labelled voxels only (a nerve
+    labelled in every 4th slice keeps its true share instead of a quarter of it), the
+    foreground box and intensities skip them, and the entry gains ``labelled_fraction``.
     """
     shape = tuple(int(s) for s in seg.shape)
     spacing = [clean_spacing(s) for s in spacing]
     n_voxels = int(seg.size)
+    n_labelled = n_voxels
+    if ignore_label is not None:
+        n_labelled -= int(np.count_nonzero(seg == ignore_label))
 
     nonzero = channels[0] != 0
     for ch in channels[1:]:
@@ -200,7 +209,7 @@ def case_statistics(
     crop = bounding_box(nonzero) or [(0, s) for s in shape]  # all-zero image: nothing to crop
     del nonzero
 
-    fg_box = bounding_box(seg != 0)
+    fg_box = bounding_box(seg != 0 if ignore_label is None else (seg != 0) & (seg != ignore_label))
     keys = [str(v) for v in label_values]
     fraction = dict.fromkeys(keys, 0.0)
     extent: dict[str, list[float] | None] = dict.fromkeys(keys)
@@ -212,12 +221,13 @@ def case_statistics(
     else:
         cut = box_slices(fg_box)
         seg_cut = np.ascontiguousarray(seg[cut])
-        declared_max = max(label_values, default=0)
+        allowed = [*label_values, *(() if ignore_label is None else (ignore_label,))]
+        declared_max = max(allowed, default=0)
         if int(seg_cut.max()) > declared_max:  # checked first: bincount sizes by the maximum
             unknown = np.unique(seg_cut[seg_cut > declared_max]).tolist()
         else:
             counts = np.bincount(seg_cut.ravel().astype(np.intp, copy=False))
-            unknown = sorted(set(np.flatnonzero(counts).tolist()) - {0, *label_values})
+            unknown = sorted(set(np.flatnonzero(counts).tolist()) - {0, *allowed})
         if unknown:
             raise AutosegError(
                 f"label map holds values {unknown} that dataset.json does not declare",
@@ -229,7 +239,7 @@ def case_statistics(
             count = int(counts[value]) if value < counts.size else 0
             if count == 0:
                 continue
-            fraction[key] = count / n_voxels
+            fraction[key] = count / n_labelled
             mask = seg_cut == value
             box = bounding_box(mask)
             assert box is not None
@@ -238,6 +248,9 @@ def case_statistics(
             coarsening[key] = coarsening_dice(mask, spacing)
         fg = seg_cut != 0
         n_fg = int(counts[1:].sum())
+        if ignore_label is not None:
+            fg &= seg_cut != ignore_label
+            n_fg -= int(counts[ignore_label]) if ignore_label < counts.size else 0
         rng = np.random.default_rng(seed)
         pick = None if n_fg <= max_samples else rng.choice(n_fg, max_samples, replace=False)
         intensity = {}
@@ -265,6 +278,8 @@ def case_statistics(
         "intensity": intensity,
         "coarsening_dice": coarsening,
     }
+    if ignore_label is not None:
+        entry["labelled_fraction"] = n_labelled / n_voxels if n_voxels else 0.0
     return entry, samples
 
 
@@ -290,6 +305,7 @@ def analyse_case(
     case: Case,
     label_values: Sequence[int],
     max_samples: int = MAX_SAMPLES_PER_CASE,
+    ignore_label: int | None = None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """Read one case (each file once) and return :func:`case_statistics` for it."""
     assert case.label is not None
@@ -315,6 +331,7 @@ def analyse_case(
         case_id=case.case_id,
         max_samples=max_samples,
         path=case.label,
+        ignore_label=ignore_label,
     )
 
 
@@ -452,12 +469,15 @@ def aggregate(
 class _CaseTask:
     """Picklable per-case job (a closure would not cross process boundaries)."""
 
-    def __init__(self, label_values: Sequence[int], max_samples: int):
+    def __init__(
+        self, label_values: Sequence[int], max_samples: int, ignore_label: int | None = None
+    ):
         self.label_values = tuple(label_values)
         self.max_samples = max_samples
+        self.ignore_label = ignore_label
 
     def __call__(self, case: Case) -> tuple[dict[str, Any], list[np.ndarray]]:
-        return analyse_case(case, self.label_values, self.max_samples)
+        return analyse_case(case, self.label_values, self.max_samples, self.ignore_label)
 
 
 def _training_cases(dataset_dir: Path, ds: DatasetJson) -> list[Case]:
@@ -485,7 +505,7 @@ def extract_fingerprint(
     label_values = sorted(ds.foreground_labels.values())
     workers = default_workers() if num_workers is None else num_workers
     results = map_cases(
-        _CaseTask(label_values, max_samples),
+        _CaseTask(label_values, max_samples, ds.ignore_label),
         cases,
         num_workers=workers,
         progress=progress,
@@ -509,7 +529,8 @@ def extract_fingerprint(
         "n_cases": len(entries),
         "channel_names": dict(ds.channel_names),
         "modality": channel_modalities(ds.channel_names),
-        "labels": dict(ds.labels),
+        "labels": dict(ds.class_labels),  # the classes; the ignore label is not one
+        **({} if ds.ignore_label is None else {"ignore_label": ds.ignore_label}),
         "cases": entries,
         "aggregate": aggregate(entries, [r[1] for r in results], label_values, ds.n_channels),
     }

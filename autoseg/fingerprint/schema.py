@@ -93,6 +93,8 @@ class CaseFingerprint:
     # label -> coarsening factor ("2") -> round-trip Dice (extract.coarsening_dice); None in
     # fingerprints written before it existed
     coarsening_dice: dict[str, dict[str, float]] | None = None
+    # share of the voxels that are labelled (not 'ignore'); only with an ignore label
+    labelled_fraction: float | None = None
 
     @property
     def has_foreground(self) -> bool:
@@ -112,6 +114,7 @@ class CaseFingerprint:
             n_components={k: int(v) for k, v in d["n_components"].items()},
             intensity={k: IntensityStats.from_dict(v) for k, v in d["intensity"].items()},
             coarsening_dice=_coarsening(d.get("coarsening_dice")),
+            labelled_fraction=_opt_float(d.get("labelled_fraction")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,6 +132,8 @@ class CaseFingerprint:
         }
         if self.coarsening_dice is not None:
             out["coarsening_dice"] = {k: dict(v) for k, v in self.coarsening_dice.items()}
+        if self.labelled_fraction is not None:
+            out["labelled_fraction"] = self.labelled_fraction
         return out
 
 
@@ -257,6 +262,8 @@ class Fingerprint:
     labels: dict[str, int]
     cases: tuple[CaseFingerprint, ...]
     aggregate: Aggregate
+    # value of dataset.json's 'ignore' label (sparse annotation), not in ``labels``; None: none
+    ignore_label: int | None = None
 
     @property
     def foreground_labels(self) -> dict[str, int]:
@@ -289,6 +296,7 @@ class Fingerprint:
                 labels={str(k): int(v) for k, v in d["labels"].items()},
                 cases=tuple(CaseFingerprint.from_dict(c) for c in d["cases"]),
                 aggregate=Aggregate.from_dict(d["aggregate"]),
+                ignore_label=None if d.get("ignore_label") is None else int(d["ignore_label"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise AutosegError(
@@ -306,6 +314,7 @@ class Fingerprint:
             "channel_names": dict(self.channel_names),
             "modality": dict(self.modality),
             "labels": dict(self.labels),
+            **({} if self.ignore_label is None else {"ignore_label": self.ignore_label}),
             "cases": [c.to_dict() for c in self.cases],
             "aggregate": self.aggregate.to_dict(),
         }

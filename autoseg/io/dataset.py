@@ -12,6 +12,11 @@ is read as it is)::
 ``file_ending``) plus autoseg's optional ``name``, ``description``, ``licence``,
 ``reference`` and per-case ``cases: {case: {"subject": ..., "cohort": ...}}``, which later
 stages use to keep one subject's images in one fold and to balance cohorts.
+
+Sparse annotation: as in nnU-Net v2, a label named ``ignore`` (:data:`IGNORE_NAME`) whose value
+is the highest of all marks voxels that nobody labelled (e.g. the slices between annotated
+ones). It is not a class: :attr:`DatasetJson.class_labels` and ``foreground_labels`` leave it
+out, and every later stage (fingerprint, loss, sampler, validation, evaluate) masks it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,36 @@ from autoseg.io.atomic import write_json_atomic
 from autoseg.io.image import IMAGE_EXTENSIONS, split_extension
 
 NNUNET_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
+IGNORE_NAME = "ignore"
+
+
+def ignore_value(labels: dict[str, int]) -> int | None:
+    """The value of the ``ignore`` label in a name -> value mapping (None: no ignore label)."""
+    value = labels.get(IGNORE_NAME)
+    return None if value is None else int(value)
+
+
+def check_ignore_label(labels: dict[str, int], path: str | os.PathLike | None = None) -> None:
+    """Refuse an ``ignore`` label that is background (0) or not the highest value (nnU-Net v2's
+    rule: class values stay 0..n-1, so the network's outputs never include it)."""
+    value = ignore_value(labels)
+    if value is None:
+        return
+    if value == 0:
+        raise AutosegError(
+            "label 'ignore' has value 0, the background's",
+            path=path,
+            fix="give 'ignore' the highest value, e.g. "
+            '{"background": 0, "nerve": 1, "ignore": 2}',
+        )
+    highest = max(v for k, v in labels.items() if k != IGNORE_NAME)
+    if value <= highest:
+        raise AutosegError(
+            f"label 'ignore' has value {value}, but it must be the highest (another label "
+            f"has {highest})",
+            path=path,
+            fix=f'set "ignore": {highest + 1} (and that value in the masks)',
+        )
 
 
 @dataclass
@@ -49,8 +84,18 @@ class DatasetJson:
         return len(self.channel_names)
 
     @property
+    def ignore_label(self) -> int | None:
+        """Value of the ``ignore`` label (unlabelled voxels), None when there is none."""
+        return ignore_value(self.labels)
+
+    @property
+    def class_labels(self) -> dict[str, int]:
+        """The classes a network predicts: every label but ``ignore``."""
+        return {k: v for k, v in self.labels.items() if k != IGNORE_NAME}
+
+    @property
     def foreground_labels(self) -> dict[str, int]:
-        return {k: v for k, v in self.labels.items() if v != 0}
+        return {k: v for k, v in self.class_labels.items() if v != 0}
 
     def subject_of(self, case_id: str) -> str:
         """Subject id; a case without one is its own subject."""
@@ -104,6 +149,7 @@ class DatasetJson:
                 path=path,
                 fix='add "background": 0 to "labels"',
             )
+        check_ignore_label(labels, path)
         ending = str(d["file_ending"])
         if ending.lower() not in IMAGE_EXTENSIONS:
             raise AutosegError(

@@ -27,7 +27,14 @@ import numpy as np
 
 from autoseg.errors import AutosegError
 from autoseg.io.atomic import TMP_MARK
-from autoseg.io.dataset import Case, DatasetJson, list_cases, list_test_cases, load_dataset_json
+from autoseg.io.dataset import (
+    Case,
+    DatasetJson,
+    ignore_value,
+    list_cases,
+    list_test_cases,
+    load_dataset_json,
+)
 from autoseg.io.image import Geometry, ImageData, read_image, split_extension
 from autoseg.io.nifti import nifti_stored_non_finite
 from autoseg.io.parallel import default_workers
@@ -522,7 +529,18 @@ def label_problems(
         problems.append(
             Problem(str(path), f"mask holds undeclared values {shown}; declared: {names}", fix)
         )
-    if not any(v != 0 for v in present):
+    ignore = ignore_value(labels)
+    if ignore is not None and present == {ignore}:
+        problems.append(
+            Problem(
+                str(path),
+                f"mask has no labelled voxel (every voxel is 'ignore', {ignore})",
+                "label at least some voxels of the case, or leave the case out: it teaches "
+                "the network nothing",
+                severity="warning",
+            )
+        )
+    elif not any(v not in (0, ignore) for v in present):
         problems.append(
             Problem(
                 str(path),

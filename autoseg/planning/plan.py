@@ -596,6 +596,10 @@ class Plan:
     schedule: Schedule
     why: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    # the label value of unlabelled voxels (dataset.json's 'ignore'; sparse annotation): not
+    # a class (``labels`` and the network's outputs leave it out); the loss, the sampler and
+    # validation mask it. Written only when set.
+    ignore_label: int | None = None
 
     @property
     def dim(self) -> int:
@@ -612,6 +616,8 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         version = d.pop("schema_version")
+        if d["ignore_label"] is None:
+            del d["ignore_label"]
         # Fields added for time-budget plans are written only when set, so that plans made
         # without a budget keep the exact form they had before these fields existed.
         _drop_none(d["schedule"], _TIME_BUDGET_SCHEDULE_FIELDS)
@@ -623,7 +629,7 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: Any) -> Plan:
-        d = _obj(d, "plan", _keys(cls), optional=("why",))
+        d = _obj(d, "plan", _keys(cls), optional=("why", "ignore_label"))
         version = _int(d["schema_version"], "schema_version", 1)
         if version != SCHEMA_VERSION:
             raise PlanFieldError(
@@ -640,6 +646,9 @@ class Plan:
         labels = {str(k): _int(v, f"labels.{k}", 0) for k, v in labels.items()}
         if sorted(labels.values()) != list(range(len(labels))):
             raise PlanFieldError("labels", f"expected values 0..{len(labels) - 1}, got {labels}")
+        ignore = d.get("ignore_label")
+        if ignore is not None:
+            ignore = _int(ignore, "ignore_label", len(labels))
         norm = _obj(d["normalization"], "normalization", tuple(channels))
         configs = d["configurations"]
         if not isinstance(configs, dict) or not configs:
@@ -677,6 +686,7 @@ class Plan:
             schedule=Schedule.from_dict(d["schedule"]),
             why=_why(d.get("why", {}), "why"),
             schema_version=version,
+            ignore_label=ignore,
         )
         for name, c in plan.configurations.items():
             if c.crop is not None and c.crop.localiser not in plan.configurations:

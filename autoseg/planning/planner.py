@@ -763,6 +763,7 @@ def plan_dataset(
         device=device_info,
         channel_names=dict(fp.channel_names),
         labels=dict(fp.labels),
+        ignore_label=fp.ignore_label,
         normalization=normalization,
         target_spacing=target,
         resampling=resampling,

@@ -176,8 +176,14 @@ def preprocess_case(
     case_id: str = "case",
     labels: Sequence[int] = (),
     seed: int | None = None,
+    ignore_label: int | None = None,
 ) -> PreprocessedCase:
     """Crop, normalize and resample one case (pure).
+
+    ``ignore_label`` (sparse annotation): the value of unlabelled voxels. It is resampled as a
+    label of its own (its one-hot channel competes with the classes, nearest-neighbour along a
+    thick axis), so unlabelled slices stay unlabelled and labelled ones gain no ignore voxel
+    away from their border; it gets no foreground locations (the sampler never centres on it).
 
     ``image`` is (C, *spatial) in array order with ``geometry``'s spatial shape (2D: (C, Y, X));
     ``seg`` the label map on the same grid, or None at inference. Steps, in nnU-Net's order:
@@ -228,7 +234,7 @@ def preprocess_case(
         )
         locations = sample_class_locations(
             seg_out,
-            sorted({*map(int, labels), *present_labels(seg_out)}),
+            sorted({*map(int, labels), *present_labels(seg_out)} - {ignore_label}),
             seed=case_seed(case_id) if seed is None else seed,
         )
     box = bbox[1:] if is_2d else bbox
@@ -387,6 +393,7 @@ class _Task:
     out_dirs: tuple[Path, ...]
     labels: tuple[int, ...]
     overwrite: bool = False
+    ignore_label: int | None = None
 
 
 def _run_task(task: _Task) -> str:
@@ -401,7 +408,13 @@ def _run_task(task: _Task) -> str:
     image, geometry, seg = read_case(task.case.images, task.case.label)
     for params, out_dir in todo:
         result = preprocess_case(
-            image, geometry, params, seg=seg, case_id=task.case.case_id, labels=task.labels
+            image,
+            geometry,
+            params,
+            seg=seg,
+            case_id=task.case.case_id,
+            labels=task.labels,
+            ignore_label=task.ignore_label,
         )
         write_case(out_dir, result)
     return "done"
@@ -594,8 +607,10 @@ def preprocess_dataset(
         d.mkdir(parents=True, exist_ok=True)
         remove_partials(d)
         (d / MANIFEST).unlink(missing_ok=True)
-    labels = tuple(sorted(v for v in ds.labels.values() if v != 0))
-    tasks = [_Task(c, tuple(all_params), out_dirs, labels, overwrite) for c in cases]
+    labels = tuple(sorted(ds.foreground_labels.values()))
+    tasks = [
+        _Task(c, tuple(all_params), out_dirs, labels, overwrite, ds.ignore_label) for c in cases
+    ]
     workers = default_workers() if num_workers is None else max(1, int(num_workers))
     run_cases(tasks, num_workers=workers, progress=progress)
     keep = {c.case_id for c in cases}

@@ -49,6 +49,7 @@ def setup_from_plan(plan: Any, config: str, data_dir: Path) -> TrainSetup:
             "batch_dice": cfg.loss.batch_dice,
             "dice_weight": cfg.loss.dice_weight,
             "ce_weight": cfg.loss.ce_weight,
+            "ignore_label": getattr(plan, "ignore_label", None),
         },
         trainer=cfg.trainer,
     )

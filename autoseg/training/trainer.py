@@ -39,6 +39,7 @@ from autoseg.networks.device import pick_device
 from autoseg.planning.plan import SGD_LR, SGD_WEIGHT_DECAY
 from autoseg.registry import Registry
 from autoseg.training.losses import DeepSupervisionLoss, build_loss, downsample_target
+from autoseg.training.losses.core import drop_ignored
 
 if TYPE_CHECKING:
     from autoseg.data.loader import LoaderConfig
@@ -394,8 +395,10 @@ class Trainer:
         with self._autocast():
             outputs = self._outputs(self.eval_network(data))
         loss = float(self.base_loss(outputs[0].float(), target))  # eval mode: full resolution only
-        pred = outputs[0].argmax(1)
-        tgt = target[:, 0]
+        # sparse annotation: unlabelled voxels count for no class
+        pred, tgt = drop_ignored(
+            outputs[0].argmax(1), target[:, 0], self.setup.loss.get("ignore_label")
+        )
         counts = np.zeros((self.setup.num_classes - 1, 3), dtype=np.int64)
         for c in range(1, self.setup.num_classes):
             p, t = pred == c, tgt == c

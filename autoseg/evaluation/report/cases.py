@@ -13,7 +13,12 @@ import numpy as np
 
 from autoseg.errors import AutosegError
 from autoseg.evaluation.measure import measure_nerve, slice_axis
-from autoseg.evaluation.metrics import FAILURE_DICE, compute_metrics, read_label_map
+from autoseg.evaluation.metrics import (
+    FAILURE_DICE,
+    compute_metrics,
+    mask_unlabelled,
+    read_label_map,
+)
 from autoseg.evaluation.report.gather import (
     ReportData,
     Source,
@@ -31,6 +36,7 @@ class CaseJob:
     probabilities: tuple[Path, ...]  # validation/<case>.npz, one per configuration
     postprocessing: tuple[tuple[int, tuple[tuple[str, Any], ...]], ...]
     labels: tuple[int, ...]
+    ignore_label: int | None = None  # sparse annotation: reference voxels that count for nothing
 
 
 @dataclass
@@ -131,6 +137,7 @@ def score_case(job: CaseJob) -> CaseResult:
     """Metrics and measurements of one case; a missing or broken file becomes an error note."""
     try:
         seg, ref, spacing = segment_case(job)
+        seg, ref = mask_unlabelled(seg, ref, job.ignore_label)
         metrics = compute_metrics(seg, ref, spacing, job.labels)
         measures = {lab: measure_pair(ref, seg, spacing, lab) for lab in job.labels}
     except (AutosegError, OSError, ValueError) as exc:
@@ -157,6 +164,7 @@ def case_jobs(data: ReportData, source: Source) -> list[CaseJob]:
                 probabilities=tuple(v / f"{case}.npz" for v in val),
                 postprocessing=rules,
                 labels=tuple(sorted(data.labels)),
+                ignore_label=data.ds.ignore_label,
             )
         )
     return jobs

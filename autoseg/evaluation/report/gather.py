@@ -185,7 +185,7 @@ def gather(dataset: str | int | os.PathLike, root: str | os.PathLike | None = No
     ds = load_dataset_json(raw)
     res = results_dir(root) / raw.name
     cases = list_cases(raw, ds)
-    labels = {v: k for k, v in sorted(ds.labels.items(), key=lambda kv: kv[1]) if v != 0}
+    labels = {v: k for k, v in sorted(ds.foreground_labels.items(), key=lambda kv: kv[1])}
     cohorts = {c.case_id: ds.cohort_of(c.case_id) for c in cases if ds.cohort_of(c.case_id)}
 
     plan_path = preprocessed_dir(root) / raw.name / "plans.json"

@@ -6,6 +6,10 @@ wraps it in :class:`DeepSupervisionLoss`. Built in: ``dice_ce`` (nnU-Net's defau
 planner's choice) and the four of Desai et al.'s loss study — ``ce``, ``soft_dice``,
 ``weighted_ce`` and ``focal`` (gamma 3). A new file in this package registers itself
 (documentation/extending.md).
+
+The loss block carries ``ignore_label`` (the plan's; None when every voxel is labelled): a
+loss must give voxels of that target value no weight (``core.split_ignore`` and
+``core.masked_mean`` help), as the built-in ones do.
 """
 
 from __future__ import annotations

@@ -9,17 +9,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autoseg.training.losses import register_loss
+from autoseg.training.losses.core import cross_entropy
 
 
 class CrossEntropy(nn.Module):
+    def __init__(self, ignore_label: int | None = None):
+        super().__init__()
+        self.ignore_label = ignore_label
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target[:, 0].long())
+        return cross_entropy(logits, target, self.ignore_label)
 
 
 @register_loss("ce")
 def ce(block: Mapping[str, Any], num_classes: int) -> nn.Module:
-    return CrossEntropy()
+    return CrossEntropy(block.get("ignore_label"))

@@ -4,6 +4,12 @@ Why both: cross-entropy gives well-behaved gradients from the first iteration, w
 is insensitive to the class imbalance of tiny structures (nerves are ~0.1-0.2 % of voxels,
 where cross-entropy alone settles on "all background"). Their sum is nnU-Net's default and the
 most robust choice across the Medical Segmentation Decathlon.
+
+Sparse annotation: every loss here takes ``ignore_label`` (the plan's, from dataset.json's
+``ignore``). Voxels of that value contribute nothing: cross-entropy is the mean over the
+labelled voxels only, soft Dice sums its intersections and volumes over them only (prediction
+and reference both masked), so the gradient at an unlabelled voxel is exactly zero. A batch
+without any labelled voxel gives 0, not NaN.
 """
 
 from __future__ import annotations
@@ -15,6 +21,39 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def split_ignore(
+    target: torch.Tensor, ignore_label: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(labels, mask)`` of an integer target (B, 1, ...): ``labels`` with unlabelled voxels set
+    to 0 (a valid class index), ``mask`` 1.0 where labelled (None without ``ignore_label``)."""
+    target = target.long()
+    if ignore_label is None:
+        return target, None
+    keep = target != int(ignore_label)
+    return torch.where(keep, target, torch.zeros_like(target)), keep.float()
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-voxel ``values`` (B, ...) over the voxels where ``mask`` (B, 1, ...) is 1;
+    the plain mean without a mask; 0 when nothing is labelled."""
+    if mask is None:
+        return values.mean()
+    m = mask[:, 0]
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
+def drop_ignored(
+    pred: torch.Tensor, target: torch.Tensor, ignore_label: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prediction and target label maps with unlabelled voxels set to background in both, so
+    that Dice counts (tp, fp, fn) of foreground classes come from labelled voxels only."""
+    if ignore_label is None:
+        return pred, target
+    keep = target != int(ignore_label)
+    zero = torch.zeros_like(target)
+    return torch.where(keep, pred, zero.to(pred.dtype)), torch.where(keep, target, zero)
+
+
 def soft_dice_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -22,6 +61,7 @@ def soft_dice_loss(
     batch_dice: bool = True,
     include_background: bool = False,
     smooth: float = 1e-5,
+    ignore_label: int | None = None,
 ) -> torch.Tensor:
     """1 - mean soft Dice over foreground classes.
 
@@ -31,7 +71,10 @@ def soft_dice_loss(
     """
     probs = torch.softmax(logits.float(), dim=1)
     n_classes = probs.shape[1]
-    onehot = torch.zeros_like(probs).scatter_(1, target.long(), 1.0)
+    labels, mask = split_ignore(target, ignore_label)
+    onehot = torch.zeros_like(probs).scatter_(1, labels, 1.0)
+    if mask is not None:
+        probs, onehot = probs * mask, onehot * mask
     if not include_background:
         probs, onehot = probs[:, 1:], onehot[:, 1:]
     axes = tuple(range(2, probs.ndim))
@@ -48,16 +91,36 @@ def soft_dice_loss(
 class DiceCELoss(nn.Module):
     """``ce_weight * CE + dice_weight * soft Dice`` on integer label targets (B, 1, ...)."""
 
-    def __init__(self, ce_weight: float = 1.0, dice_weight: float = 1.0, batch_dice: bool = True):
+    def __init__(
+        self,
+        ce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        batch_dice: bool = True,
+        ignore_label: int | None = None,
+    ):
         super().__init__()
         self.ce_weight = ce_weight
         self.dice_weight = dice_weight
         self.batch_dice = batch_dice
+        self.ignore_label = ignore_label
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits.float(), target[:, 0].long())
-        dice = soft_dice_loss(logits, target, batch_dice=self.batch_dice)
+        ce = cross_entropy(logits, target, self.ignore_label)
+        dice = soft_dice_loss(
+            logits, target, batch_dice=self.batch_dice, ignore_label=self.ignore_label
+        )
         return self.ce_weight * ce + self.dice_weight * dice
+
+
+def cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, ignore_label: int | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy over the labelled voxels (all of them without ``ignore_label``)."""
+    if ignore_label is None:
+        return F.cross_entropy(logits.float(), target[:, 0].long())
+    labels, mask = split_ignore(target, ignore_label)
+    per_voxel = F.cross_entropy(logits.float(), labels[:, 0], reduction="none")
+    return masked_mean(per_voxel, mask)
 
 
 def deep_supervision_weights(n_outputs: int) -> list[float]:
@@ -102,7 +165,10 @@ class DeepSupervisionLoss(nn.Module):
 
 
 def downsample_target(target: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Nearest-neighbour downsampling of an integer label map (B, 1, *spatial) to ``shape``."""
+    """Nearest-neighbour downsampling of an integer label map (B, 1, *spatial) to ``shape``.
+
+    Every output voxel copies one input voxel, so an ignore value stays the ignore value: the
+    deep-supervision targets carry the same mask as the full-resolution one."""
     if tuple(target.shape[2:]) == tuple(shape):
         return target
     return F.interpolate(target.float(), size=tuple(shape), mode="nearest").to(target.dtype)

@@ -17,4 +17,5 @@ def dice_ce(block: Mapping[str, Any], num_classes: int) -> nn.Module:
         ce_weight=float(block.get("ce_weight", 1.0)),
         dice_weight=float(block.get("dice_weight", 1.0)),
         batch_dice=bool(block.get("batch_dice", True)),
+        ignore_label=block.get("ignore_label"),
     )

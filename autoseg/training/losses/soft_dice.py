@@ -15,14 +15,19 @@ from autoseg.training.losses.core import soft_dice_loss
 
 
 class SoftDice(nn.Module):
-    def __init__(self, batch_dice: bool = True):
+    def __init__(self, batch_dice: bool = True, ignore_label: int | None = None):
         super().__init__()
         self.batch_dice = batch_dice
+        self.ignore_label = ignore_label
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return soft_dice_loss(logits, target, batch_dice=self.batch_dice)
+        return soft_dice_loss(
+            logits, target, batch_dice=self.batch_dice, ignore_label=self.ignore_label
+        )
 
 
 @register_loss("soft_dice")
 def soft_dice(block: Mapping[str, Any], num_classes: int) -> nn.Module:
-    return SoftDice(batch_dice=bool(block.get("batch_dice", True)))
+    return SoftDice(
+        batch_dice=bool(block.get("batch_dice", True)), ignore_label=block.get("ignore_label")
+    )
