@@ -1,6 +1,6 @@
 """How many slices can a lab leave unlabelled? Held-back Dice vs labelling every K-th slice.
 
-    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/sparse_annotation.py \\
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python -m benchmarks.sparse_annotation \\
         [--every 1 2 4 8] [--budget 10m] [--cases 20] [--held-out 8] [--work DIR] [--json PATH]
 
 The thigh MRI phantom (``generate_phantom('mri3d', seed=1)``, ``--cases`` training cases) is
@@ -29,8 +29,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
 
 SOURCE_SEED, HELD_OUT_SEED = 1, 2
 BASE_ID, BASE_NAME = 1, "ThighPhantom"
