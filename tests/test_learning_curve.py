@@ -284,3 +284,51 @@ def test_report_says_how_to_make_a_learning_curve(root):
     page = build_report("41", root, num_workers=0, progress=False).read_text()
     section = page.split('<section id="learning-curve">')[1].split("</section>")[0]
     assert "No learning curve yet: autoseg learning-curve 41 --time-budget 20m" in section
+
+
+def test_train_and_score_one_model_on_given_cases_then_skips_it(root, monkeypatch):
+    """The reusable piece: any case ids (here three single frames, not whole subjects), one
+    budget, the held-out scores; a second call returns the record without training."""
+    from autoseg.evaluation.learning_curve import prepare_holdout, train_and_score
+
+    held = prepare_holdout("41", root)
+    assert held.config == "2d" and held.label_ids == [1]
+    assert sorted(held.pool + held.holdout) == sorted(held.cases)
+    assert not set(held.pool) & set(held.holdout)
+    train = held.pool[:3]
+    folder = root / "results" / NAME / "mine" / "three"
+    lines: list[str] = []
+    with one_torch_thread():
+        record, before = train_and_score(
+            held,
+            train,
+            folder,
+            {"train_cases": train},
+            seed=0,
+            say=lines.append,
+            where="three",
+            extra={"name": "three"},
+            progress=False,
+        )
+    assert not before and lines[0] == "three: training" and lines[-1].startswith("three: Dice")
+    assert record["name"] == "three" and record["n_cases"] == 3 and record["epochs"] == 2
+    assert sorted(record["cases"]) == sorted(held.holdout)
+    assert json.loads((folder / "heldout.json").read_text()) == record
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(Trainer, "fit", refuse)
+    monkeypatch.setattr("autoseg.evaluation.learning_curve.score_holdout", refuse)
+    again, before = train_and_score(
+        held, train, folder, {"train_cases": train}, seed=0, say=lines.append, where="three"
+    )
+    assert (
+        before
+        and again == record
+        and lines[-1] == f"three: done before, Dice {again['mean_dice']:.3f}"
+    )
+    with pytest.raises(AutosegError, match="three was trained on other subjects"):
+        train_and_score(held, held.pool[:2], folder, {"train_cases": held.pool[:2]}, seed=0)
+    with pytest.raises(ValueError, match="overlap the held-out"):
+        train_and_score(held, held.holdout[:1], folder.parent / "bad", {}, seed=0)

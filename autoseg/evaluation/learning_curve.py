@@ -250,11 +250,34 @@ def check_run_design(folder: Path, record: Mapping[str, Any]) -> None:
                 f"{folder.name} was trained on other subjects or held out other cases (the "
                 "dataset or splits.json changed since)",
                 path=folder,
-                fix="delete the learning_curve folder to start again",
+                fix=f"delete {folder.parent} to start again",
             )
         return
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, dict(record))
+
+
+def run_predictor(
+    plan: Any, config: str, checkpoint: Path, *, device: str = "auto", tta: bool | None = None
+) -> Any:
+    """A :class:`~autoseg.inference.predictor.Predictor` of one run's checkpoint (not a fold
+    of ``results/``). ``tta=None``: mirroring as the out-of-fold validation does it (always,
+    unless a time-budget plan's device makes it too slow; see
+    ``autoseg.planning.budget.validation_mirroring``)."""
+    from autoseg.inference.predictor import FoldModel, Predictor
+    from autoseg.networks import build_network
+    from autoseg.networks.checkpoint import load_checkpoint
+    from autoseg.networks.device import pick_device
+    from autoseg.planning.budget import validation_mirroring
+
+    dev = pick_device(device)
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    net = build_network(json.loads(state["arch"]))
+    net.load_state_dict(state["model"])
+    if tta is None:
+        tta = plan.schedule.source != "time_budget" or validation_mirroring(plan.device.type)
+    model = FoldModel(config, 0, net.to(dev).eval())
+    return Predictor(plan, {config: [model]}, device=dev, tta=tta)
 
 
 def score_holdout(
@@ -272,22 +295,11 @@ def score_holdout(
     path as the out-of-fold validation (sliding window, the plan's mirroring rule, inversion
     to the case's own geometry)."""
     from autoseg.evaluation.metrics import compute_metrics
-    from autoseg.inference.predictor import FoldModel, Predictor
     from autoseg.io import read_image
-    from autoseg.networks import build_network
-    from autoseg.networks.checkpoint import load_checkpoint
-    from autoseg.networks.device import pick_device
-    from autoseg.planning.budget import validation_mirroring
     from autoseg.preprocessing.preprocess import read_case
     from autoseg.progress import progress_bar
 
-    dev = pick_device(device)
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    net = build_network(json.loads(state["arch"]))
-    net.load_state_dict(state["model"])
-    tta = plan.schedule.source != "time_budget" or validation_mirroring(plan.device.type)
-    model = FoldModel(config, 0, net.to(dev).eval())
-    predictor = Predictor(plan, {config: [model]}, device=dev, tta=tta)
+    predictor = run_predictor(plan, config, checkpoint, device=device)
     out: dict[str, dict[str, float]] = {}
     for case in progress_bar(cases, desc=desc, unit="case", disable=not progress):
         with failure_context(desc, case.case_id):
@@ -303,6 +315,185 @@ def run_scores(per_case: Mapping[str, Mapping[str, float]], labels: Sequence[int
     """Per label the mean Dice over the held-out cases, and their mean over labels."""
     dice = {str(lab): float(np.nanmean([c[str(lab)] for c in per_case.values()])) for lab in labels}
     return {"dice": dice, "mean_dice": float(np.mean(list(dice.values())))}
+
+
+@dataclass
+class HeldOut:
+    """A planned dataset split for measuring models trained on subsets: the held-out cases
+    (one fold's validation cases) and the training pool (that fold's training cases), with
+    what training and scoring a run needs."""
+
+    name: str  # the dataset's folder name
+    plan: Any
+    config: str
+    ds: Any  # its DatasetJson
+    cases: dict[str, Any]  # case id -> io.Case
+    fold: int
+    holdout: list[str]
+    pool: list[str]
+    layout: ResultsLayout
+    data_dir: Path  # the configuration's preprocessed data
+    labels: dict[str, str]  # label value (str) -> name, background left out
+    setup: Any  # training.run.TrainSetup
+
+    @property
+    def label_ids(self) -> list[int]:
+        return sorted(int(v) for v in self.labels)
+
+
+def prepare_holdout(
+    dataset: str | int | os.PathLike,
+    root: str | os.PathLike | None = None,
+    *,
+    config: str | None = None,
+    holdout_fold: int = 0,
+    n_folds: int = 5,
+    progress: bool = True,
+) -> HeldOut:
+    """Load the plan, choose the configuration (:func:`choose_config`), read or create
+    ``splits.json`` and preprocess the configuration's data if that is missing, as ``autoseg
+    train`` does. One-line errors for an unplanned dataset and a fold not in the splits."""
+    from autoseg.io import list_cases, load_dataset_json
+    from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
+    from autoseg.planning.plan import load_plan
+    from autoseg.preprocessing.preprocess import data_identifier, preprocess_dataset
+    from autoseg.training.run import setup_from_plan
+    from autoseg.training.splits import load_or_create_splits
+
+    raw = resolve_dataset(dataset, root)
+    plan_path = preprocessed_dir(root) / raw.name / "plans.json"
+    if not plan_path.is_file():
+        raise AutosegError(
+            f"{raw.name} is not planned yet",
+            path=plan_path,
+            fix=f"run autoseg plan-and-train {raw.name} (or autoseg plan and autoseg "
+            "preprocess) first",
+        )
+    plan = load_plan(plan_path.parent)
+    results = results_dir(root) / raw.name
+    layout = ResultsLayout(results)
+    config = choose_config(plan, results, config)
+    ds = load_dataset_json(raw)
+    cases = {c.case_id: c for c in list_cases(raw, ds)}
+    ids = list(cases)
+    subjects = [ds.subject_of(c) for c in ids]
+    splits = load_or_create_splits(
+        layout.splits, ids, subjects, [ds.cohort_of(c) for c in ids], n_folds=n_folds
+    )
+    if not 0 <= holdout_fold < len(splits):
+        raise AutosegError(
+            f"fold {holdout_fold} is not in splits.json ({len(splits)} folds)",
+            path=layout.splits,
+            fix=f"use --holdout-fold 0 to {len(splits) - 1}",
+        )
+    data_dir = preprocessed_dir(root) / raw.name / data_identifier(plan, config)
+    if not (data_dir / "manifest.json").is_file():
+        preprocess_dataset(raw, root, configs=[config], progress=progress)
+    return HeldOut(
+        name=raw.name,
+        plan=plan,
+        config=config,
+        ds=ds,
+        cases=cases,
+        fold=holdout_fold,
+        holdout=list(splits[holdout_fold]["val"]),
+        pool=list(splits[holdout_fold]["train"]),
+        layout=layout,
+        data_dir=data_dir,
+        labels={str(v): k for k, v in plan.labels.items() if v != 0},
+        setup=setup_from_plan(plan, config, data_dir),
+    )
+
+
+def train_and_score(
+    held: HeldOut,
+    train_cases: Sequence[str],
+    folder: Path,
+    design: Mapping[str, Any],
+    *,
+    seed: int,
+    epoch_budget_s: float | None = None,
+    epochs: int | None = None,
+    iterations: int | None = None,
+    device: str = "auto",
+    num_workers: int = 0,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+    where: str = "",
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """One model: train ``held.config`` on ``train_cases`` into ``folder`` (seed ``seed``,
+    its epochs refitted to ``epoch_budget_s`` when given) and score it on the held-out cases;
+    returns (the record written to ``folder/heldout.json``, whether it was there already).
+
+    Resumable: ``design`` (the run's subjects/cases, as ``run.json``) must match an existing
+    folder's; a folder with ``heldout.json`` is not touched again, an interrupted training
+    resumes from its last epoch, a trained but unscored model is only scored. ``extra`` goes
+    into the record first (the caller's names for the run); ``say`` gets one line per step,
+    each starting with ``where``."""
+    from autoseg.progress import format_seconds
+    from autoseg.training.run import EpochLines, options_from_plan
+    from autoseg.training.trainer import LATEST, TRAINERS
+
+    holdout = held.holdout
+    if not set(train_cases).isdisjoint(holdout):
+        raise ValueError(f"{folder.name}: training cases overlap the held-out cases")
+    scored = folder / HELDOUT_FILE
+    check_run_design(folder, design)
+    if scored.is_file():
+        record = json.loads(scored.read_text(encoding="utf-8"))
+        say(f"{where}: done before, Dice {record['mean_dice']:.3f}")
+        return record, True
+    started = time.monotonic()
+    if not (folder / FINAL).is_file():
+        options = options_from_plan(
+            held.plan,
+            held.config,
+            epochs=epochs,
+            iterations_per_epoch=iterations,
+            device=device,
+            num_workers=num_workers,
+            seed=seed,
+        )
+        options.progress = progress
+        options.time_budget_s = epoch_budget_s
+        resumed = (folder / LATEST).is_file()
+        say(f"{where}: {'resuming' if resumed else 'training'}")
+        trainer = TRAINERS.get(held.setup.trainer)(
+            held.setup, options, list(train_cases), list(holdout), folder, fold=0
+        )
+        lines = EpochLines.attach(trainer) if progress else None
+        with failure_context(f"{held.config} {folder.name}"):
+            trainer.fit(resume=True)
+        if lines is not None:
+            lines.flush()
+    per_case = score_holdout(
+        held.plan,
+        held.config,
+        folder / FINAL,
+        [held.cases[c] for c in holdout],
+        held.label_ids,
+        device=device,
+        progress=progress,
+        desc=f"score {folder.name}",
+    )
+    log = json.loads((folder / TRAINING_LOG).read_text(encoding="utf-8"))
+    record = {
+        **(extra or {}),
+        "n_cases": len(train_cases),
+        "epochs": len(log),
+        "train_s": float(sum(e.get("epoch_seconds", 0.0) for e in log)),
+        "epoch_budget_s": epoch_budget_s,
+        "seconds": time.monotonic() - started,
+        **run_scores(per_case, held.label_ids),
+        "cases": per_case,
+    }
+    write_json_atomic(scored, json_safe(record))
+    say(
+        f"{where}: Dice {record['mean_dice']:.3f} after {record['epochs']} epochs, "
+        f"{format_seconds(record['seconds'])}"
+    )
+    return record, False
 
 
 # ------------------------------------------------------------------------------ the curve
@@ -466,49 +657,14 @@ def learning_curve(
     the PNG and the log; returns what the JSON holds. Needs a plan (``autoseg plan`` or
     ``plan-and-train``); preprocesses the configuration's data if that is missing, as
     ``autoseg train`` does. ``epochs``/``iterations`` override the plan's schedule."""
-    from autoseg.io import list_cases, load_dataset_json
-    from autoseg.paths import preprocessed_dir, resolve_dataset, results_dir
-    from autoseg.planning.plan import load_plan
-    from autoseg.preprocessing.preprocess import data_identifier, preprocess_dataset
-    from autoseg.progress import format_seconds
-    from autoseg.training.run import EpochLines, options_from_plan, setup_from_plan
-    from autoseg.training.splits import load_or_create_splits
-    from autoseg.training.trainer import LATEST, TRAINERS
-
     check_arguments(fractions, seeds, time_budget_s, run_budget_s, target)
-    raw = resolve_dataset(dataset, root)
-    plan_path = preprocessed_dir(root) / raw.name / "plans.json"
-    if not plan_path.is_file():
-        raise AutosegError(
-            f"{raw.name} is not planned yet",
-            path=plan_path,
-            fix=f"run autoseg plan-and-train {raw.name} (or autoseg plan and autoseg "
-            "preprocess) first",
-        )
-    plan = load_plan(plan_path.parent)
-    results = results_dir(root) / raw.name
-    layout = ResultsLayout(results)
-    config = choose_config(plan, results, config)
-    ds = load_dataset_json(raw)
-    cases = {c.case_id: c for c in list_cases(raw, ds)}
-    ids = list(cases)
-    subjects = [ds.subject_of(c) for c in ids]
-    splits = load_or_create_splits(
-        layout.splits, ids, subjects, [ds.cohort_of(c) for c in ids], n_folds=n_folds
+    held = prepare_holdout(
+        dataset, root, config=config, holdout_fold=holdout_fold, n_folds=n_folds, progress=progress
     )
-    if not 0 <= holdout_fold < len(splits):
-        raise AutosegError(
-            f"fold {holdout_fold} is not in splits.json ({len(splits)} folds)",
-            path=layout.splits,
-            fix=f"use --holdout-fold 0 to {len(splits) - 1}",
-        )
-    holdout = list(splits[holdout_fold]["val"])
-    runs = design_runs(splits[holdout_fold]["train"], ds.subject_of, ds.cohort_of, fractions, seeds)
-    pool_subjects = {ds.subject_of(c) for c in splits[holdout_fold]["train"]}
-    data_dir = preprocessed_dir(root) / raw.name / data_identifier(plan, config)
-    if not (data_dir / "manifest.json").is_file():
-        preprocess_dataset(raw, root, configs=[config], progress=progress)
-    cfg_schedule = getattr(plan.configurations[config], "schedule", None)
+    ds, config, holdout = held.ds, held.config, held.holdout
+    runs = design_runs(held.pool, ds.subject_of, ds.cohort_of, fractions, seeds)
+    pool_subjects = {ds.subject_of(c) for c in held.pool}
+    cfg_schedule = getattr(held.plan.configurations[config], "schedule", None)
     run_s, loop_s, rule = run_budget(
         time_budget_s,
         run_budget_s,
@@ -521,11 +677,10 @@ def learning_curve(
         from autoseg.networks.device import pick_device
 
         num_workers = default_loader_workers(pick_device(device).type)
-    folder = layout.learning_curve_dir(config)
+    folder = held.layout.learning_curve_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / LOG_FILE
-    labels = {str(v): k for k, v in plan.labels.items() if v != 0}
-    label_ids = sorted(int(v) for v in labels)
+    labels = held.labels
 
     def say(line: str) -> None:
         if progress:
@@ -533,81 +688,40 @@ def learning_curve(
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
-    say(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} learning-curve {raw.name} {config}")
+    say(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} learning-curve {held.name} {config}")
     say(
         f"held out: fold {holdout_fold}'s {len(holdout)} cases; {len(runs)} runs on "
         f"{len(pool_subjects)} training subjects at sizes "
         f"{', '.join(str(n) for n in sorted({r.n for r in runs}))} x {seeds} seed(s)"
     )
     say(rule)
-    setup = setup_from_plan(plan, config, data_dir)
     done: list[dict[str, Any]] = []
     for i, run in enumerate(runs, 1):
-        rdir = layout.learning_curve_run(config, run.n, run.seed)
-        where = f"[{i}/{len(runs)}] {run.n} subjects ({len(run.cases)} cases), seed {run.seed}"
-        scored = rdir / HELDOUT_FILE
-        check_run_design(rdir, _design_record(run, holdout, config))
-        if scored.is_file():
-            record = json.loads(scored.read_text(encoding="utf-8"))
-            done.append(record)
-            say(f"{where}: done before, Dice {record['mean_dice']:.3f}")
-            continue
-        started = time.monotonic()
-        if not (rdir / FINAL).is_file():
-            options = options_from_plan(
-                plan,
-                config,
-                epochs=epochs,
-                iterations_per_epoch=iterations,
-                device=device,
-                num_workers=num_workers,
-                seed=run.seed,
-            )
-            options.progress = progress
-            options.time_budget_s = loop_s
-            resumed = (rdir / LATEST).is_file()
-            say(f"{where}: {'resuming' if resumed else 'training'}")
-            trainer = TRAINERS.get(setup.trainer)(
-                setup, options, list(run.cases), holdout, rdir, fold=0
-            )
-            lines = EpochLines.attach(trainer) if progress else None
-            with failure_context(f"learning-curve {config} {run.name}"):
-                trainer.fit(resume=True)
-            if lines is not None:
-                lines.flush()
-        per_case = score_holdout(
-            plan,
-            config,
-            rdir / FINAL,
-            [cases[c] for c in holdout],
-            label_ids,
+        record, _ = train_and_score(
+            held,
+            run.cases,
+            held.layout.learning_curve_run(config, run.n, run.seed),
+            _design_record(run, holdout, config),
+            seed=run.seed,
+            epoch_budget_s=loop_s,
+            epochs=epochs,
+            iterations=iterations,
             device=device,
+            num_workers=num_workers,
             progress=progress,
-            desc=f"score {run.name}",
+            say=say,
+            where=f"[{i}/{len(runs)}] {run.n} subjects ({len(run.cases)} cases), seed {run.seed}",
+            extra={
+                "name": run.name,
+                "n_subjects": run.n,
+                "seed": run.seed,
+                "fractions": list(run.fractions),
+                "run_budget_s": run_s,
+            },
         )
-        log = json.loads((rdir / TRAINING_LOG).read_text(encoding="utf-8"))
-        record = {
-            "name": run.name,
-            "n_subjects": run.n,
-            "seed": run.seed,
-            "fractions": list(run.fractions),
-            "n_cases": len(run.cases),
-            "epochs": len(log),
-            "train_s": float(sum(e.get("epoch_seconds", 0.0) for e in log)),
-            "run_budget_s": run_s,
-            "epoch_budget_s": loop_s,
-            "seconds": time.monotonic() - started,
-            **run_scores(per_case, label_ids),
-            "cases": per_case,
-        }
-        write_json_atomic(scored, json_safe(record))
         done.append(record)
-        say(
-            f"{where}: Dice {record['mean_dice']:.3f} after {record['epochs']} epochs, "
-            f"{format_seconds(record['seconds'])}"
-        )
     result: dict[str, Any] = {
-        "dataset": raw.name,
+        "dataset": held.name,
         "config": config,
         "labels": labels,
         "holdout": {
