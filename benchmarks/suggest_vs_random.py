@@ -33,9 +33,9 @@ holds ``s<seed>/start``, ``s<seed>/suggested``, ``s<seed>/random`` (one run fold
 when its ``heldout.json`` exists, resumed from its last epoch when interrupted) and
 ``s<seed>/suggest`` (the suggestions, reused when M0 was not retrained).
 
-``--small`` builds a tiny us2d phantom (30 frames of 64 x 80, 8 subjects) under ``--work`` (default: a new
-temporary folder), plans it with a 4-8 network and trains 2 epochs of 2 iterations: a smoke run
-of the script in about a minute; its numbers mean nothing.
+``--small`` builds a tiny us2d phantom (30 frames of 64 x 80, 8 subjects) under ``--work``
+(default: a new temporary folder), plans it with a 4-8 network and trains 2 epochs of 2
+iterations: a smoke run of the script (under a minute); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +52,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+if not __package__:  # started as a file, not as a module of the package
+    print(
+        f"run as python -m benchmarks.{Path(__file__).stem} (from the repository root)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 from benchmarks.results import REPO, Result, write_results
 
@@ -269,9 +276,9 @@ def verdict(seeds: Sequence[Mapping[str, Any]], arms: Mapping, diff: Mapping) ->
     gain = {a: arms[a]["mean_dice"]["mean"] - arms["start"]["mean_dice"]["mean"] for a in ARMS}
     per_seed = ", ".join(f"{x:+.3f}" for x in d)
     if mean > 0:
-        head = f"suggested beat random by {mean:+.3f} mean held-out Dice"
+        head = f"suggested beat random by {mean:.3f} mean held-out Dice"
     elif mean < 0:
-        head = f"random beat suggested by {-mean:+.3f} mean held-out Dice"
+        head = f"random beat suggested by {-mean:.3f} mean held-out Dice"
     else:
         head = "suggested and random tied on mean held-out Dice"
     text = (
