@@ -40,3 +40,47 @@ def test_default_workers_follow_the_cpus_this_process_may_use(monkeypatch):
     assert parallel.default_workers() == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
     assert parallel.default_workers() == parallel.MAX_DEFAULT_WORKERS
+
+
+def _die_on_two(x: int) -> int:
+    if x == 2:
+        os._exit(1)  # a reader crashing in C code: the process is gone, no exception
+    return x
+
+
+def test_a_crashed_worker_without_on_crash_breaks_the_map():
+    from concurrent.futures.process import BrokenProcessPool
+
+    with pytest.raises(BrokenProcessPool):
+        parallel.map_cases(_die_on_two, [0, 1, 2, 3], num_workers=2, progress=False, desc="d")
+
+
+def test_on_crash_stands_in_for_the_cases_a_dead_worker_took_down():
+    out = parallel.map_cases(
+        _die_on_two,
+        [0, 1, 2, 3],
+        num_workers=2,
+        progress=False,
+        desc="d",
+        on_crash=lambda x, exc: -1,
+    )
+    assert len(out) == 4 and out[2] == -1  # the crashing case is reported ...
+    assert all(v in (x, -1) for x, v in zip([0, 1, 2, 3], out, strict=True))  # ... no other
+
+
+def test_on_crash_may_stop_the_run_with_one_line():
+    def stop(x, exc):
+        raise AutosegError("a reader crashed", fix="use --workers 1")
+
+    with pytest.raises(AutosegError, match="a reader crashed"):
+        parallel.map_cases(
+            _die_on_two, [0, 1, 2, 3], num_workers=2, progress=False, desc="d", on_crash=stop
+        )
+
+
+def test_a_forkserver_context_runs_the_same_map():
+    ctx = parallel.forkserver_context(["autoseg.io.parallel"])
+    out = parallel.map_cases(
+        _square, list(range(5)), num_workers=2, progress=False, desc="sq", context=ctx
+    )
+    assert out == [x * x for x in range(5)]

@@ -18,15 +18,11 @@ See documentation/dataset_format.md for the rules as users read them.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import multiprocessing
 import os
 import re
 import shutil
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +60,7 @@ from autoseg.io.pairing import (
     read_kaggle,
     read_msd,
 )
-from autoseg.io.parallel import default_workers
+from autoseg.io.parallel import default_workers, forkserver_context, map_cases
 from autoseg.io.verify import Problem, value_counts, verify_dataset
 from autoseg.paths import (
     dataset_folder_name,
@@ -73,7 +69,6 @@ from autoseg.paths import (
     raw_dir,
     results_dir,
 )
-from autoseg.progress import progress_bar
 
 __all__ = [
     "FORMATS",
@@ -665,39 +660,30 @@ def _write_job(job: tuple[SourceCase, Path, _Settings]) -> str | None:
 
 def _run(
     fn: Callable[[Any], Any], jobs: Sequence[Any], num_workers: int, desc: str, progress: bool
-) -> Iterator[Any]:
-    """Yield ``fn(job)`` for every job (in completion order), with a progress bar.
+) -> list[Any]:
+    """``[fn(job) for job in jobs]`` with a progress bar (:func:`autoseg.io.parallel.map_cases`).
 
-    ``num_workers <= 1`` runs in this process. Worker processes come from ``forkserver``
-    (``spawn`` off Linux), not ``fork``: SimpleITK keeps a thread pool, and forking a process
-    with running threads can deadlock.
+    Worker processes come from ``forkserver`` (``spawn`` off Linux), not ``fork``: SimpleITK
+    keeps a thread pool, and forking a process with running threads can deadlock. A worker
+    that crashes (a corrupt file can crash an image reader) stops the run with one line.
     """
-    with progress_bar(total=len(jobs), desc=desc, unit="case", disable=not progress) as bar:
-        if num_workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                yield fn(job)
-                bar.update()
-            return
-        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-        ctx = multiprocessing.get_context(method)
-        if method == "forkserver":
-            ctx.set_forkserver_preload(["autoseg.io.convert"])
-        pool = cf.ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=ctx)
-        try:
-            futures = [pool.submit(fn, job) for job in jobs]
-            for future in cf.as_completed(futures):
-                try:
-                    result = future.result()
-                except BrokenProcessPool as exc:
-                    raise AutosegError(
-                        "a worker process crashed while reading the source (a corrupt file can "
-                        "crash an image reader)",
-                        fix="run the same command with --workers 1 to see which file it is",
-                    ) from exc
-                yield result
-                bar.update()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+
+    def crashed(_job: Any, _exc: BaseException) -> Any:
+        raise AutosegError(
+            "a worker process crashed while reading the source (a corrupt file can "
+            "crash an image reader)",
+            fix="run the same command with --workers 1 to see which file it is",
+        )
+
+    return map_cases(
+        fn,
+        jobs,
+        num_workers=num_workers,
+        progress=progress,
+        desc=desc,
+        context=forkserver_context(["autoseg.io.convert"]) if num_workers > 1 else None,
+        on_crash=crashed,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Case-parallel work: one map over cases in worker processes, for every stage that reads
 cases (fingerprint, verify, convert, preprocess, metrics) — before, two copies and three
-bespoke pools, each with its own worker count."""
+bespoke pools, each with its own worker count, start method and crash handling."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from autoseg.errors import case_of, failure_context, note_failure
@@ -50,6 +51,18 @@ def fork_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+def forkserver_context(preload: Sequence[str] = ()) -> Any:
+    """``forkserver`` on Linux (its server imports ``preload`` once), ``spawn`` elsewhere: for
+    workers of a parent whose libraries keep threads a fork could copy mid-lock (convert reads
+    with SimpleITK's multithreaded readers before its pool starts)."""
+    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        if preload:
+            ctx.set_forkserver_preload(list(preload))
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def map_cases(
     fn: Callable[[T], R],
     items: Sequence[T],
@@ -57,12 +70,18 @@ def map_cases(
     num_workers: int | None,
     progress: bool,
     desc: str,
+    context: Any = None,
+    on_crash: Callable[[T, BaseException], R] | None = None,
 ) -> list[R]:
-    """``[fn(x) for x in items]``, results in input order, in forked worker processes when
-    there are several items and workers (``None``: :func:`default_workers`), with a progress
-    bar. The first error cancels what has not started and is re-raised (an AutosegError keeps
-    its message; another exception is marked with ``desc`` and the item's case for the
-    command line's one error line)."""
+    """``[fn(x) for x in items]``, results in input order, in worker processes when there are
+    several items and workers (``None``: :func:`default_workers`), with a progress bar.
+
+    Workers are forked (:func:`fork_context`) unless ``context`` says otherwise
+    (:func:`forkserver_context`). The first error cancels what has not started and is
+    re-raised (an AutosegError keeps its message; another exception is marked with ``desc``
+    and the item's case for the command line's one error line). A worker process that dies
+    (a reader crashing on a corrupt file) breaks the pool: with ``on_crash``, every item it
+    took down gets ``on_crash(item, error)`` instead (which may raise a one-line error)."""
     workers = default_workers() if num_workers is None else int(num_workers)
     results: list[Any] = [None] * len(items)
     bar = progress_bar(total=len(items), desc=desc, unit="case", disable=not progress)
@@ -73,13 +92,18 @@ def map_cases(
                     results[i] = fn(item)
                 bar.update()
             return results
-        with ProcessPoolExecutor(min(workers, len(items)), mp_context=fork_context()) as pool:
+        ctx = fork_context() if context is None else context
+        with ProcessPoolExecutor(min(workers, len(items)), mp_context=ctx) as pool:
             futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for f in done:
                     exc = f.exception()
+                    if isinstance(exc, BrokenProcessPool) and on_crash is not None:
+                        results[futures[f]] = on_crash(items[futures[f]], exc)
+                        bar.update()
+                        continue
                     if exc is not None:
                         for other in pending:
                             other.cancel()

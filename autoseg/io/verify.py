@@ -15,11 +15,10 @@ one pass so that a user fixes a dataset in one round instead of one error at a t
 from __future__ import annotations
 
 import collections
-import concurrent.futures as cf
+import functools
 import os
 import re
 from collections.abc import Sequence
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +36,7 @@ from autoseg.io.dataset import (
 )
 from autoseg.io.image import Geometry, ImageData, read_image, split_extension
 from autoseg.io.nifti import nifti_stored_non_finite
-from autoseg.io.parallel import default_workers
-from autoseg.progress import progress_bar
+from autoseg.io.parallel import map_cases
 
 SEVERITIES = ("error", "warning")
 # At most this many values or files are named in one message; the rest are counted.
@@ -659,33 +657,20 @@ def _check_cases(
 ) -> list[CaseResult]:
     """Check cases in order; in worker processes when there are several cases and workers.
 
-    Processes use the platform's default start method (fork on Linux, which needs no
-    ``if __name__ == "__main__"`` guard in users' scripts). That is safe after the caller used
-    SimpleITK: its default "Platform" threader keeps no thread pool that a fork could copy in
-    a locked state. The jobs are submitted before the progress bar starts its monitor thread,
-    so the workers are forked from a single-threaded process.
+    Through :func:`autoseg.io.parallel.map_cases`: forked processes (no
+    ``if __name__ == "__main__"`` guard needed in users' scripts), safe after the caller used
+    SimpleITK — its default "Platform" threader keeps no thread pool that a fork could copy in
+    a locked state. A case whose reader process crashes is reported as a problem of that case
+    (the others are still checked).
     """
-    workers = default_workers() if num_workers is None else num_workers
-    workers = min(workers, len(cases))
-    results: list[CaseResult | None] = [None] * len(cases)
-    bar_args = {"total": len(cases), "desc": "verify", "unit": "case", "disable": not progress}
-    if workers <= 1:
-        with progress_bar(**bar_args) as bar:
-            for i, case in enumerate(cases):
-                results[i] = check_case(case, labels)
-                bar.update()
-    else:
-        with cf.ProcessPoolExecutor(workers) as pool:
-            futures = {pool.submit(check_case, case, labels): i for i, case in enumerate(cases)}
-            with progress_bar(**bar_args) as bar:
-                for future in cf.as_completed(futures):
-                    i = futures[future]
-                    try:
-                        results[i] = future.result()
-                    except BrokenProcessPool:
-                        results[i] = _crashed(cases[i])
-                    bar.update()
-    return [r for r in results if r is not None]
+    return map_cases(
+        functools.partial(check_case, labels=labels),
+        list(cases),
+        num_workers=num_workers,
+        progress=progress,
+        desc="verify",
+        on_crash=lambda case, _exc: _crashed(case),
+    )
 
 
 def _crashed(case: Case) -> CaseResult:

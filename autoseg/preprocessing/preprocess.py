@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from autoseg import __version__
-from autoseg.errors import AutosegError, failure_context
+from autoseg.errors import AutosegError
 from autoseg.io import Case, Geometry, atomic_path, collapse_grey_rgb, read_image
 from autoseg.io.atomic import write_json_atomic
-from autoseg.io.parallel import default_workers
+from autoseg.io.parallel import default_workers, map_cases
 from autoseg.preprocessing.cropping import crop_to_nonzero, nonzero_mask
 from autoseg.preprocessing.normalization import ChannelNormalization, normalize_image
 from autoseg.preprocessing.resampling import (
@@ -437,36 +437,16 @@ def remove_stale_cases(out_dir: Path, keep: set[str]) -> int:
 def run_cases(
     tasks: Sequence[_Task], *, num_workers: int, progress: bool, desc: str = "preprocess"
 ) -> dict[str, str]:
-    """Run tasks serially (``num_workers <= 1``) or in a process pool; case id -> status.
+    """Run tasks serially (``num_workers <= 1``) or in worker processes
+    (:func:`autoseg.io.parallel.map_cases`); case id -> status.
 
     A failing case stops the run (its AutosegError names the file); finished cases stay on
     disk and are skipped next time.
     """
-    from autoseg.progress import progress_bar
-
-    status: dict[str, str] = {}
-    bar = progress_bar(total=len(tasks), desc=desc, unit="case", disable=not progress)
-    try:
-        if num_workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                with failure_context(desc, task.case.case_id):
-                    status[task.case.case_id] = _run_task(task)
-                bar.update()
-            return status
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        pool = ProcessPoolExecutor(max_workers=num_workers)
-        try:
-            futures = {pool.submit(_run_task, t): t.case.case_id for t in tasks}
-            for fut in as_completed(futures):
-                with failure_context(desc, futures[fut]):
-                    status[futures[fut]] = fut.result()  # re-raises a worker's exception here
-                bar.update()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        return status
-    finally:
-        bar.close()
+    statuses = map_cases(
+        _run_task, list(tasks), num_workers=num_workers, progress=progress, desc=desc
+    )
+    return {task.case.case_id: status for task, status in zip(tasks, statuses, strict=True)}
 
 
 # ---------------------------------------------------------------------------------------------
