@@ -10,6 +10,7 @@ from scipy import stats
 
 from autoseg.evaluation.power_law import (
     MIN_SIZES,
+    UNBOUNDED_FACTOR,
     answer,
     default_target,
     fit_power_law,
@@ -96,6 +97,18 @@ def test_answer_says_how_many_more_subjects():
     assert got.n_low <= got.n_needed <= got.n_high
     assert got.text.startswith(f"about {got.more} more labelled subjects to reach Dice 0.950")
     assert f"95 % band {got.n_low - 64}–{got.n_high - 64}" in got.text
+
+
+def test_a_band_beyond_twenty_times_the_measured_subjects_is_called_unbounded():
+    # a shallow, noisy curve (usgra-seg at 2.5 min per run: b ~ 0.07): the band's upper end is
+    # astronomically far out and is reported as unbounded, not as a number of subjects
+    n, dice = _points(0.65, 0.07, noise=0.03, seed=5)
+    fit = fit_power_law(n, dice)
+    assert fit.b_low > 0  # not flat
+    got = answer(fit, n_current=max(n), current_dice=float(fit.dice(max(n))), target=0.6)
+    assert got.kind == "more" and got.n_high > UNBOUNDED_FACTOR * max(n)
+    assert f"more than {UNBOUNDED_FACTOR * max(n) - max(n)}: unbounded" in got.text
+    assert str(got.n_high - max(n)) not in got.text
 
 
 def test_answer_reached_when_the_target_is_below_the_curve():

@@ -218,6 +218,12 @@ class Answer:
         return {**asdict(self), "more": self.more}
 
 
+# Beyond this many times the measured subjects the band's upper end is reported as unbounded:
+# extrapolating a power law fitted over one decade (e.g. 41-163) by more than another one is
+# the fit's shape talking (usgra-seg at 2.5 min per run: an upper end of 2.6e9 subjects).
+UNBOUNDED_FACTOR = 20
+
+
 def answer(
     fit: PowerLawFit | None,
     n_current: int,
@@ -258,11 +264,14 @@ def answer(
             n_high=high,
         )
     more_low, more_high = max(0, low - n_current), max(0, high - n_current)
+    band = f"{more_low}–{more_high}"
+    if high > UNBOUNDED_FACTOR * n_current:
+        # a band's end far beyond the measured sizes is the fit's shape, not information
+        band = f"{more_low} to more than {UNBOUNDED_FACTOR * n_current - n_current}: unbounded"
     return Answer(
         "more",
         f"about {need - n_current} more labelled subjects to reach Dice {target:.3f} "
-        f"({pct} % band {more_low}–{more_high}): {need} training subjects instead of "
-        f"{n_current}",
+        f"({pct} % band {band}): {need} training subjects instead of {n_current}",
         target=target,
         n_current=n_current,
         n_needed=need,
