@@ -102,13 +102,31 @@ def test_answer_says_how_many_more_subjects():
 def test_a_band_beyond_twenty_times_the_measured_subjects_is_called_unbounded():
     # a shallow, noisy curve (usgra-seg at 2.5 min per run: b ~ 0.07): the band's upper end is
     # astronomically far out and is reported as unbounded, not as a number of subjects
-    n, dice = _points(0.65, 0.07, noise=0.03, seed=5)
+    n, dice = _points(0.65, 0.07, noise=0.06, seed=3)
     fit = fit_power_law(n, dice)
     assert fit.b_low > 0  # not flat
-    got = answer(fit, n_current=max(n), current_dice=float(fit.dice(max(n))), target=0.6)
+    target = float(fit.dice(5 * max(n)))  # reached at 5x the subjects: a number is given
+    got = answer(fit, n_current=max(n), current_dice=float(fit.dice(max(n))), target=target)
     assert got.kind == "more" and got.n_high > UNBOUNDED_FACTOR * max(n)
     assert f"more than {UNBOUNDED_FACTOR * max(n) - max(n)}: unbounded" in got.text
     assert str(got.n_high - max(n)) not in got.text
+
+
+def test_a_target_beyond_twenty_times_the_measured_subjects_is_out_of_reach():
+    n, dice = _points(0.65, 0.07, noise=0.03, seed=5)
+    fit = fit_power_law(n, dice)
+    got = answer(fit, n_current=max(n), current_dice=float(fit.dice(max(n))), target=0.75)
+    assert got.kind == "beyond" and "beyond what this curve can say" in got.text
+    assert "more labelled" not in got.text
+
+
+def test_a_band_end_that_overflows_is_infinite_not_an_error():
+    n, dice = _points(0.65, 0.07, noise=0.08, seed=3)  # its band end: exp(> 700)
+    fit = fit_power_law(n, dice)
+    found = fit.subjects_for(float(fit.dice(5 * max(n))))
+    assert found is not None and math.isinf(found[2]) and math.isfinite(found[0])
+    got = answer(fit, n_current=max(n), current_dice=0.4, target=float(fit.dice(5 * max(n))))
+    assert got.kind == "more" and "unbounded" in got.text
 
 
 def test_answer_reached_when_the_target_is_below_the_curve():

@@ -145,13 +145,18 @@ class PowerLawFit:
         u1 = (-slope * c - math.sqrt(disc)) / lead
         u2 = (-slope * c + math.sqrt(disc)) / lead
         return (
-            math.exp(centre),
-            math.exp(self.x_mean + min(u1, u2)),
-            math.exp(self.x_mean + max(u1, u2)),
+            _exp(centre),
+            _exp(self.x_mean + min(u1, u2)),
+            _exp(self.x_mean + max(u1, u2)),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _exp(x: float) -> float:
+    """exp that gives inf instead of overflowing (a nearly flat curve's band end)."""
+    return math.exp(x) if x < 700 else math.inf
 
 
 def fit_power_law(
@@ -199,8 +204,9 @@ def fit_power_law(
 
 @dataclass(frozen=True)
 class Answer:
-    """The lab's question answered: ``kind`` is ``more``, ``reached``, ``flat`` or
-    ``refused``; ``text`` is the sentence."""
+    """The lab's question answered: ``kind`` is ``more``, ``reached``, ``beyond`` (more than
+    :data:`UNBOUNDED_FACTOR` x the measured subjects), ``flat`` or ``refused``; ``text`` is
+    the sentence."""
 
     kind: str
     text: str
@@ -216,6 +222,10 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "more": self.more}
+
+
+def _count(n: float) -> str:
+    return "an unbounded number of" if not math.isfinite(n) else f"about {n:.3g}"
 
 
 # Beyond this many times the measured subjects the band's upper end is reported as unbounded:
@@ -251,7 +261,18 @@ def answer(
         )
     found = fit.subjects_for(target)
     assert found is not None  # not flat: the exponent's band excludes 0
-    need, low, high = (math.ceil(v) for v in found)
+    if found[0] > UNBOUNDED_FACTOR * n_current:
+        return Answer(
+            "beyond",
+            f"Dice {target:.3f} is beyond what this curve can say: the fit reaches it only at "
+            f"{_count(found[0])} training subjects, more than {UNBOUNDED_FACTOR}x the "
+            f"{n_current} measured (labels of this kind alone will not get there at this "
+            "budget)",
+            target=target,
+            n_current=n_current,
+        )
+    need, low = math.ceil(found[0]), math.ceil(found[1])
+    high = math.ceil(found[2]) if math.isfinite(found[2]) else UNBOUNDED_FACTOR * n_current + 1
     if need <= n_current:
         return Answer(
             "reached",
