@@ -176,7 +176,7 @@ def _run_sparse(args: argparse.Namespace) -> int:
         source, target, args.sparse_every, overwrite=args.overwrite
     )
     print(
-        f"kept every {args.sparse_every}-th slice of {source.name} labelled, the rest "
+        f"kept one slice in {args.sparse_every} of {source.name} labelled, the rest "
         f"'ignore' ({ignore}), in {target}"
     )
     workers = 1 if args.workers is None else args.workers

@@ -130,7 +130,7 @@ def make_sparse_dataset(
         file_ending=ds.file_ending,
         name=ds.name,
         description=(f"{ds.description} " if ds.description else "")
-        + f"Sparse copy of {src.name}: every {every}-th slice labelled, the rest '{IGNORE_NAME}'.",
+        + f"Sparse copy of {src.name}: one slice in {every} labelled, the rest '{IGNORE_NAME}'.",
         licence=ds.licence,
         reference=ds.reference,
         cases=dict(ds.cases),
