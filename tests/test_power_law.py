@@ -148,6 +148,17 @@ def test_flat_data_says_flat():
     assert got.text.startswith("the curve is flat: more labels of this kind will not help")
 
 
+def test_a_wide_band_around_a_rising_fit_is_uncertain_not_flat():
+    # the thigh phantom's learning curve: two seeds far apart at every size
+    n = [3, 3, 6, 6, 8, 8, 11, 11]
+    dice = [0.696, 0.521, 0.845, 0.641, 0.897, 0.646, 0.885, 0.833]
+    fit = fit_power_law(n, dice)
+    assert fit.b_low <= 0 < fit.b and fit.gain_from_doubling(11) >= 0.01
+    got = answer(fit, n_current=11, current_dice=0.859)
+    assert got.kind == "uncertain"
+    assert "cannot tell yet" in got.text and "--seeds" in got.text and "flat" not in got.text
+
+
 def test_a_significant_but_tiny_exponent_is_flat_by_the_doubling_gain():
     # e = 0.1 n^-0.05 with no noise: b's band excludes 0, but doubling 64 gains 0.002 Dice
     n, dice = _points(0.1, 0.05, noise=0.0)

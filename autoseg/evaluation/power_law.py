@@ -25,8 +25,12 @@ and the band is, if anything, too narrow; the answer says "about".
 ``log(1 − D)``; its band is where the curve's band reaches it (Fieller's interval, solved in
 closed form). That interval is bounded exactly when the exponent's band excludes 0.
 
-**Flat**: when the exponent's band includes 0, or doubling the largest subset is predicted to
-gain less than :data:`FLAT_GAIN` Dice, more labels of this kind will not help.
+**Flat**: when doubling the largest subset is predicted to gain less than :data:`FLAT_GAIN`
+Dice, more labels of this kind will not help. **Uncertain**: when the exponent's band includes
+0 but the fitted curve itself still gains :data:`FLAT_GAIN` or more from doubling, the runs
+spread too much to tell a rising curve from a flat one (the thigh phantom with 3-11 subjects
+and two seeds: b = 0.77, band −0.07 to 1.60, +0.059 from doubling) — the answer says so and
+asks for more seeds instead of calling it flat.
 
 **Refusals**: fewer than :data:`MIN_SIZES` distinct subset sizes (two sizes fit any straight
 line through their means, leaving nothing to test the power law with, and an extrapolation from
@@ -121,7 +125,11 @@ class PowerLawFit:
         return float(self.error(n) - self.error(2 * n))
 
     def is_flat(self, n_max: float) -> bool:
-        return self.b_low <= 0 or self.gain_from_doubling(n_max) < FLAT_GAIN
+        return self.gain_from_doubling(n_max) < FLAT_GAIN
+
+    def is_uncertain(self, n_max: float) -> bool:
+        """The exponent's band includes 0 while the fit gains FLAT_GAIN or more by doubling."""
+        return self.b_low <= 0 and not self.is_flat(n_max)
 
     def subjects_for(self, target_dice: float) -> tuple[float, float, float] | None:
         """Training subjects at which the curve reaches ``target_dice``, with the band's
@@ -205,8 +213,8 @@ def fit_power_law(
 @dataclass(frozen=True)
 class Answer:
     """The lab's question answered: ``kind`` is ``more``, ``reached``, ``beyond`` (more than
-    :data:`UNBOUNDED_FACTOR` x the measured subjects), ``flat`` or ``refused``; ``text`` is
-    the sentence."""
+    :data:`UNBOUNDED_FACTOR` x the measured subjects), ``flat``, ``uncertain`` or ``refused``;
+    ``text`` is the sentence."""
 
     kind: str
     text: str
@@ -249,6 +257,16 @@ def answer(
     if target is None:
         target = default_target(current_dice)
     pct = round(fit.confidence * 100)
+    if fit.is_uncertain(n_current):
+        return Answer(
+            "uncertain",
+            "the curve cannot tell yet whether more labels help: its exponent's "
+            f"{pct} % band ({fit.b_low:.2f} to {fit.b_high:.2f}) includes 0, though the fit "
+            f"itself gains {fit.gain_from_doubling(n_current):+.3f} Dice from doubling the "
+            f"{n_current} training subjects; more seeds (--seeds) narrow the band",
+            target=target,
+            n_current=n_current,
+        )
     if fit.is_flat(n_current):
         gain = fit.gain_from_doubling(n_current)
         return Answer(
