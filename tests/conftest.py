@@ -60,6 +60,31 @@ def tiny_us_dataset(root, dataset_id: int, n_cases: int):
     return folder
 
 
+def planned_subject_dataset(root, dataset_id: int):
+    """``root`` with a planned tiny 2D dataset (:func:`tiny_us_dataset`): 12 frames of 6
+    subjects in two cohorts, ``2d`` shrunk to 2 epochs of 2 iterations on a 4-8 network — what
+    the learning-curve and suggested-vs-random tests train on subsets of."""
+    import pytest
+
+    from autoseg.cli import main
+    from autoseg.io import load_dataset_json
+
+    folder = tiny_us_dataset(root, dataset_id, 12)
+    ds = load_dataset_json(folder)
+    ds.cases = {
+        f"case{i}": {"subject": f"s{i // 2}", "cohort": "ab"[i // 2 % 2]} for i in range(12)
+    }
+    ds.save(folder)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AUTOSEG_ROOT", str(root))
+    try:
+        assert main(["plan", str(dataset_id), "--configs", "2d", "--brief"]) == 0
+    finally:
+        mp.undo()
+    shrink_2d_plan(root / "preprocessed" / folder.name / "plans.json", epochs=2)
+    return root
+
+
 def shrink_2d_plan(plan_path, *, epochs: int, iterations_per_epoch: int = 2) -> None:
     """What a user may do by editing plans.json: the ``2d`` configuration as a two-stage
     4-8 network on 32 x 32 patches, batch 2, and a schedule of a few iterations."""

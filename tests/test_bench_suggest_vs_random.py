@@ -8,10 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import one_torch_thread, shrink_2d_plan, tiny_us_dataset
+from conftest import one_torch_thread, planned_subject_dataset
 
-from autoseg.cli import main as autoseg_main
-from autoseg.io import load_dataset_json
 from autoseg.training.trainer import Trainer
 from benchmarks import suggest_vs_random as svr
 
@@ -61,21 +59,7 @@ def test_the_verdict_names_the_winner_the_margin_and_disagreeing_seeds():
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory) -> Path:
     """12 frames of 6 subjects (two cohorts), planned 2d, 2 epochs of 2 iterations."""
-    root = tmp_path_factory.mktemp("svr") / "root"
-    folder = tiny_us_dataset(root, 43, 12)
-    ds = load_dataset_json(folder)
-    ds.cases = {
-        f"case{i}": {"subject": f"s{i // 2}", "cohort": "ab"[i // 2 % 2]} for i in range(12)
-    }
-    ds.save(folder)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AUTOSEG_ROOT", str(root))
-    try:
-        assert autoseg_main(["plan", "43", "--configs", "2d", "--brief"]) == 0
-    finally:
-        mp.undo()
-    shrink_2d_plan(root / "preprocessed" / NAME / "plans.json", epochs=2)
-    return root
+    return planned_subject_dataset(tmp_path_factory.mktemp("svr") / "root", 43)
 
 
 @pytest.fixture

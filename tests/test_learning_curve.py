@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import one_torch_thread, shrink_2d_plan, tiny_us_dataset
+from conftest import one_torch_thread, planned_subject_dataset, tiny_us_dataset
 from PIL import Image
 
 from autoseg.cli import main
@@ -22,7 +22,6 @@ from autoseg.evaluation.learning_curve import (
     run_budget,
     subset_size,
 )
-from autoseg.io import load_dataset_json
 from autoseg.training.trainer import Trainer
 
 NAME = "041_TinyUS"
@@ -108,21 +107,7 @@ def test_argument_mistakes_are_one_line_errors(args, match):
 def planned(tmp_path_factory) -> Path:
     """A planned tiny 2D dataset: 12 frames of 6 subjects, two cohorts; 2 epochs of 2
     iterations on a 4-8 network."""
-    root = tmp_path_factory.mktemp("lc") / "root"
-    folder = tiny_us_dataset(root, 41, 12)
-    ds = load_dataset_json(folder)
-    ds.cases = {
-        f"case{i}": {"subject": f"s{i // 2}", "cohort": "ab"[i // 2 % 2]} for i in range(12)
-    }
-    ds.save(folder)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AUTOSEG_ROOT", str(root))
-    try:
-        assert main(["plan", "41", "--configs", "2d", "--brief"]) == 0
-    finally:
-        mp.undo()
-    shrink_2d_plan(root / "preprocessed" / NAME / "plans.json", epochs=2)
-    return root
+    return planned_subject_dataset(tmp_path_factory.mktemp("lc") / "root", 41)
 
 
 @pytest.fixture
