@@ -551,3 +551,34 @@ def test_plan_and_train_on_a_sparse_phantom(tmp_path, monkeypatch, one_thread):
         assert set(metrics["mean_dice"]) == {"1"}
         assert all(0.0 <= v <= 1.0 for v in metrics["mean_dice"].values())
     assert main(["report", "2"]) == 0  # per-case scores against the sparse references
+
+
+def test_sct_cord_slabs_cover_the_volume_and_hold_back_two(tmp_path, monkeypatch):
+    """benchmarks.sparse_annotation --source sct: the T1 cord volume cut into 7 slabs of
+    contiguous axial slices, 5 converted for training and 2 held back, with every mask voxel
+    in exactly one slab and each slab's geometry where its slices were."""
+    sitk = pytest.importorskip("SimpleITK")
+    from benchmarks import sparse_annotation as bench
+
+    assert bench.slab_bounds(77, 7) == [(i * 11, i * 11 + 11) for i in range(7)]
+    bounds = bench.slab_bounds(10, 3)
+    assert bounds[0][0] == 0 and bounds[-1][1] == 10
+    assert all(a < b for a, b in bounds) and all(
+        b == c for (_, b), (c, _) in zip(bounds, bounds[1:])
+    )
+    if not (bench.SCT / bench.SCT_MASK).is_file():
+        pytest.skip("../shared/data/sct_testing absent")
+    monkeypatch.setenv("AUTOSEG_ROOT", str(tmp_path / "root"))
+    images, masks = bench.prepare_sct(tmp_path)
+    held = sorted(p.name for p in masks.iterdir())
+    assert held == [f"cord_{i}.nii.gz" for i in bench.SCT_HELD]
+    whole = sitk.ReadImage(str(bench.SCT / bench.SCT_MASK))
+    total = int((sitk.GetArrayFromImage(whole) > 0).sum())
+    parts = [*masks.glob("*.nii.gz"), *(tmp_path / "source").glob("*_mask.nii.gz")]
+    assert len(parts) == bench.SCT_SLABS
+    assert sum(int(sitk.GetArrayFromImage(sitk.ReadImage(str(p))).sum()) for p in parts) == total
+    slab = sitk.ReadImage(str(images / "cord_2.nii.gz"))
+    start = whole.TransformIndexToPhysicalPoint((0, 0, 22))
+    assert np.allclose(slab.GetOrigin(), start) and slab.GetSize()[2] == 11
+    ds = load_dataset_json(next((tmp_path / "root" / "raw").glob("001_*")))
+    assert ds.num_training == bench.SCT_SLABS - len(bench.SCT_HELD)
