@@ -2,6 +2,7 @@
 
     AUTOSEG_ROOT=ROOT OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python -m \\
         benchmarks.suggest_vs_random DATASET --run-budget 4m [--seeds 0 1] [--share 0.25] \\
+        [--strategy typical|uncertain] [--label each|any|NAME] [--aware] [--epochs N] \\
         [--config 2d] [--holdout-fold 0] [--work DIR] [--json PATH]
 
 On a planned dataset (``plans.json``; ``splits.json`` is created as ``autoseg train`` creates
@@ -15,7 +16,9 @@ it when missing), with the learning curve's machinery
    M0 is trained on S0 under ``--run-budget``;
 3. M0 predicts the rest of the pool with uncertainty (mirrored views as members, as
    ``suggest-labels`` does by default) and ``suggest_labels`` picks K = ``--share`` of the
-   pool's cases by its ranking (uncertainty x diversity); S_suggested = S0 + those K,
+   pool's cases as ``--strategy`` says: ``typical`` (its default: typical scans of groups
+   S0 does not cover) or ``uncertain`` (uncertainty x diversity, ranked by ``--label``, with
+   S0 as the labelled scans when ``--aware``); S_suggested = S0 + those K,
    S_random = S0 + K cases drawn at random (seeded) from the same rest: both add K single
    cases, so they differ only in which K;
 4. M_suggested and M_random are trained under the same budget with the same training seed
@@ -24,14 +27,17 @@ it when missing), with the learning curve's machinery
 
 Printed: a table per seed, the mean over seeds and the paired difference suggested - random
 (mean Dice over labels, and per label) with its range over seeds, and one line saying which
-won and by how much. The JSON (``--json``, default ``benchmarks/results/suggest_vs_random.json``)
+won and by how much. The JSON (``--json``, default ``benchmarks/results/suggest_vs_random.json``
+for the default strategy, ``suggest_vs_random_<tag>.json`` for another ranking)
 has the shared shape (``benchmarks.results.write_results``, with the command line) and every
 seed's sets, picks and per-case scores under ``seeds``.
 
 Resumable: the work folder (default ``$AUTOSEG_ROOT/results/DATASET/suggest_vs_random/CONFIG``)
-holds ``s<seed>/start``, ``s<seed>/suggested``, ``s<seed>/random`` (one run folder each, skipped
-when its ``heldout.json`` exists, resumed from its last epoch when interrupted) and
-``s<seed>/suggest`` (the suggestions, reused when M0 was not retrained).
+holds ``s<seed>/start``, ``s<seed>/suggested-<tag>``, ``s<seed>/random`` (one run folder
+each, skipped when its ``heldout.json`` exists, resumed from its last epoch when interrupted)
+and ``s<seed>/suggest-<tag>`` (the suggestions, reused when M0 was not retrained), where the
+tag names the ranking (``--label``, ``--strategy typical``, ``-aware`` with ``--aware``):
+rankings compared on the same seeds share S0 and the random arm.
 
 ``--small`` builds a tiny us2d phantom (30 frames of 64 x 80, 8 subjects) under ``--work``
 (default: a new temporary folder), plans it with a 4-8 network and trains 2 epochs of 2
@@ -105,6 +111,9 @@ def suggested_picks(
     reuse: bool,
     device: str,
     progress: bool,
+    label: str = "each",
+    strategy: str = "uncertain",
+    labelled: Sequence[str] = (),
 ) -> dict[str, Any]:
     """``suggest_labels`` with M0 on the rest of the pool: the K picks in their order, with
     each one's score and reason; a finished earlier answer for the same rest and K is reused
@@ -117,15 +126,28 @@ def suggested_picks(
     if reuse and path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         seen = {r["case"] for r in old["ranking"]} | set(old["failed"])
-        if old["n_requested"] == k and seen == set(rest):
+        same_rank = (
+            old.get("label", "any") == label
+            and old.get("strategy", "uncertain") == strategy
+            and old.get("labelled", 0) == len(labelled)
+        )
+        if old["n_requested"] == k and seen == set(rest) and same_rank:
             return old
     ending = held.ds.file_ending
-    inputs = [
-        InputCase(c, tuple(held.cases[c].images), OUTPUT_EXT.get(ending.lower(), ending))
-        for c in sorted(rest)
-    ]
+    out_ext = OUTPUT_EXT.get(ending.lower(), ending)
+    inputs = [InputCase(c, tuple(held.cases[c].images), out_ext) for c in sorted(rest)]
+    known = [InputCase(c, tuple(held.cases[c].images), out_ext) for c in sorted(labelled)]
     predictor = run_predictor(held.plan, held.config, checkpoint, device=device, tta=True)
-    suggest_labels(predictor, inputs, folder, k, progress=progress)
+    suggest_labels(
+        predictor,
+        inputs,
+        folder,
+        k,
+        label=label,
+        strategy=strategy,
+        labelled=known,
+        progress=progress,
+    )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -149,8 +171,30 @@ def failures(per_case: Mapping[str, Mapping[str, float]]) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------ one seed
-def measure_seed(held: Any, seed: int, share: float, budget: Mapping[str, Any], **train: Any):
-    """Train and score S0, pick, train and score both arms; the seed's record."""
+def ranking_tag(label: str, strategy: str = "uncertain", aware: bool = False) -> str:
+    """The name of a ranking in folder names: the label for uncertainty rankings, the
+    strategy otherwise, '-aware' when S0 is passed as the labelled scans."""
+    tag = label if strategy == "uncertain" else strategy
+    return f"{tag}-aware" if aware and strategy == "uncertain" else tag
+
+
+def arm_folder(arm: str, tag: str) -> str:
+    """The run folder of an arm: the suggested arm (and its picks) per ranking, so rankings
+    compared on the same seeds share S0 and the random arm."""
+    return arm if arm in ("start", "random") else f"{arm}-{tag}"
+
+
+def measure_seed(
+    held: Any,
+    seed: int,
+    share: float,
+    budget: Mapping[str, Any],
+    ranking: Mapping[str, Any],
+    **train: Any,
+):
+    """Train and score S0, pick (as ``ranking`` says: label, strategy, aware), train and
+    score both arms; the
+    seed's record."""
     from autoseg.evaluation.learning_curve import train_and_score
     from autoseg.layout import FINAL
 
@@ -165,8 +209,8 @@ def measure_seed(held: Any, seed: int, share: float, budget: Mapping[str, Any], 
         record, before = train_and_score(
             held,
             sorted(cases),
-            work / arm,
-            run_design(held, arm, seed, cases),
+            work / arm_folder(arm, ranking["tag"]),
+            run_design(held, arm_folder(arm, ranking["tag"]), seed, cases),
             seed=seed,
             epoch_budget_s=budget["epoch_budget_s"],
             where=f"seed {seed}, {arm} ({len(cases)} cases)",
@@ -182,10 +226,13 @@ def measure_seed(held: Any, seed: int, share: float, budget: Mapping[str, Any], 
         work / "start" / FINAL,
         rest,
         k,
-        work / "suggest",
+        work / arm_folder("suggest", ranking["tag"]),
         reuse=start_before,
         device=train["device"],
         progress=train["progress"],
+        label=ranking["label"],
+        strategy=ranking["strategy"],
+        labelled=start if ranking["aware"] else (),
     )
     suggested = [r["case"] for r in picks["suggestions"]]
     randomly = random_picks(rest, k, seed)
@@ -209,6 +256,7 @@ def measure_seed(held: Any, seed: int, share: float, budget: Mapping[str, Any], 
     }
     return {
         "seed": seed,
+        **ranking,
         "sets": {
             "start": sorted(start),
             "suggested_added": suggested,
@@ -306,7 +354,8 @@ def format_report(result: Mapping[str, Any]) -> str:
         f"suggest vs random on {result['dataset']} ({result['config']}): hold-out "
         f"{len(result['holdout'])} cases (fold {result['holdout_fold']}'s validation), pool "
         f"{result['pool_cases']} cases; S0 and the added set each {result['share']:.0%} of the "
-        f"pool; {result['budget']['rule']}",
+        f"pool; suggested as {result.get('ranking', {}).get('tag', 'any')}; "
+        f"{result['budget']['rule']}",
         "",
         head,
     ]
@@ -411,6 +460,9 @@ def measure(
     run_budget_s: float | None = None,
     config: str | None = None,
     holdout_fold: int = 0,
+    label: str = "each",
+    strategy: str = "typical",
+    aware: bool = False,
     work: Path | None = None,
     epochs: int | None = None,
     iterations: int | None = None,
@@ -463,7 +515,14 @@ def measure(
         "progress": progress,
         "say": say,
     }
-    records = [measure_seed(held, seed, share, budget, **train) for seed in seeds]
+    aware = aware or strategy == "typical"  # typical picks cover what S0 does not
+    ranking = {
+        "label": label,
+        "strategy": strategy,
+        "aware": aware,
+        "tag": ranking_tag(label, strategy, aware),
+    }
+    records = [measure_seed(held, seed, share, budget, ranking, **train) for seed in seeds]
     result = {
         "dataset": held.name,
         "config": held.config,
@@ -472,6 +531,8 @@ def measure(
         "holdout": list(held.holdout),
         "pool_cases": len(held.pool),
         "share": share,
+        "ranking": ranking,
+        "label": label,
         "budget": {"run_budget_s": run_s, "epoch_budget_s": loop_s, "rule": rule},
         "work": str(work),
         "seeds": records,
@@ -535,6 +596,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-budget", help="each model's training budget, e.g. 4m")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--share", type=float, default=0.25, help="S0's and the added set's share")
+    p.add_argument(
+        "--label",
+        default="each",
+        help="with --strategy uncertain: each (default), any, or a label name",
+    )
+    p.add_argument(
+        "--strategy",
+        default="typical",
+        choices=["typical", "uncertain"],
+        help="suggest-labels' strategy (default: its default, typical)",
+    )
+    p.add_argument(
+        "--aware",
+        action="store_true",
+        help="pass S0 to suggest-labels as the scans labelled already (always with typical)",
+    )
     p.add_argument("--config")
     p.add_argument("--holdout-fold", type=int, default=0)
     p.add_argument("--epochs", type=int, help="override the plan's schedule")
@@ -561,7 +638,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = work or Path(tempfile.mkdtemp(prefix=f"{BENCHMARK}_small_"))
         make_small(work)
         dataset, work = dataset or str(SMALL_ID), work / "runs"
-    out = args.json or (work / f"{BENCHMARK}.json" if args.small else DEFAULT_JSON)
+    tag = ranking_tag(args.label, args.strategy, args.aware or args.strategy == "typical")
+    default = (
+        DEFAULT_JSON if tag == "typical" else DEFAULT_JSON.with_name(f"{BENCHMARK}_{tag}.json")
+    )
+    out = args.json or (work / f"{BENCHMARK}.json" if args.small else default)
     try:
         budget = None if args.run_budget is None else parse_duration(args.run_budget)
         result = measure(
@@ -571,6 +652,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_budget_s=budget,
             config=args.config,
             holdout_fold=args.holdout_fold,
+            label=args.label,
+            strategy=args.strategy,
+            aware=args.aware,
             work=work,
             epochs=args.epochs,
             iterations=args.iterations,

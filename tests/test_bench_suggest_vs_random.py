@@ -103,11 +103,19 @@ def test_design_end_to_end_sets_json_and_a_rerun_trains_nothing(
         assert start <= pool and not (start & sugg) and not (start & rand)
         assert set(sets["rest"]) == pool - start and sugg | rand <= set(sets["rest"])
         assert [r["case"] for r in s["suggestions"]] == sets["suggested_added"]
+        assert all(  # the default: suggest-labels' typical scans
+            r["reason"].startswith(("the most typical of", "a scan unlike any"))
+            for r in s["suggestions"]
+        )
         starts.append(start)
         # what each model really trained on (run.json), never a held-out case
         trained = {
             arm: set(
-                json.loads((work / f"s{s['seed']}" / arm / "run.json").read_text())["train_cases"]
+                json.loads(
+                    (
+                        work / f"s{s['seed']}" / svr.arm_folder(arm, "typical") / "run.json"
+                    ).read_text()
+                )["train_cases"]
             )
             for arm in svr.ARMS
         }
@@ -125,7 +133,7 @@ def test_design_end_to_end_sets_json_and_a_rerun_trains_nothing(
         assert d == pytest.approx(
             s["scores"]["suggested"]["mean_dice"] - s["scores"]["random"]["mean_dice"]
         )
-        assert (work / f"s{s['seed']}" / "suggest" / "suggestions.csv").is_file()
+        assert (work / f"s{s['seed']}" / "suggest-typical" / "suggestions.csv").is_file()
     summary = m["summary"]
     diffs = [s["difference"]["mean_dice"] for s in m["seeds"]]
     assert summary["difference"]["mean_dice"]["mean"] == pytest.approx(sum(diffs) / 2)
@@ -152,6 +160,31 @@ def test_design_end_to_end_sets_json_and_a_rerun_trains_nothing(
     assert last.count("done before") == 6 and "training" not in last
     again = json.loads(out.read_text())["measurement"]
     assert again["seeds"] == m["seeds"]
+    # another ranking on the same seeds shares S0 and the random arm: it trains one arm
+    monkeypatch.undo()
+    monkeypatch.setenv("AUTOSEG_ROOT", str(root))
+    fits = []
+    real_fit = Trainer.fit
+
+    def counted(self, *a, **k):
+        fits.append(1)
+        return real_fit(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "fit", counted)
+    uncertain = [*args[:-1], str(tmp_path / "each.json"), "--strategy", "uncertain"]
+    with one_torch_thread():
+        assert svr.main([*uncertain, "--no-progress"]) == 0
+    assert len(fits) == 2  # the uncertainty arm of each seed
+    u = json.loads((tmp_path / "each.json").read_text())["measurement"]
+    assert u["ranking"] == {"label": "each", "strategy": "uncertain", "aware": False, "tag": "each"}
+    for s, s_unc in zip(m["seeds"], u["seeds"]):
+        assert s_unc["scores"]["random"] == s["scores"]["random"]
+        assert s_unc["scores"]["start"] == s["scores"]["start"]
+        assert (work / f"s{s['seed']}" / "suggested-each" / "run.json").is_file()
+        assert all(
+            r["reason"].startswith(("uncertainty", "the most uncertain"))
+            for r in s_unc["suggestions"]
+        )
 
 
 def test_a_deleted_start_model_is_retrained_and_its_suggestions_redone(root, tmp_path, monkeypatch):
@@ -166,14 +199,14 @@ def test_a_deleted_start_model_is_retrained_and_its_suggestions_redone(root, tmp
         return real(*a, **k)
 
     monkeypatch.setattr(svr, "suggested_picks", spy)
-    suggestions = tmp_path / "w" / "s0" / "suggest" / "suggestions.json"
+    suggestions = tmp_path / "w" / "s0" / "suggest-typical" / "suggestions.json"
     with one_torch_thread():
         assert svr.main(args) == 0
         first = suggestions.stat().st_mtime_ns
         assert svr.main(args) == 0
         assert suggestions.stat().st_mtime_ns == first
         for arm in svr.ARMS:
-            shutil.rmtree(tmp_path / "w" / "s0" / arm)
+            shutil.rmtree(tmp_path / "w" / "s0" / svr.arm_folder(arm, "typical"))
         assert svr.main(args) == 0
     assert calls == [False, True, False]
     assert suggestions.stat().st_mtime_ns != first

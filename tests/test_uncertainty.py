@@ -15,12 +15,20 @@ import torch
 from conftest import one_torch_thread, shrink_2d_plan, tiny_us_dataset
 
 from autoseg.cli import main
+from autoseg.errors import AutosegError
 from autoseg.evaluation.report.suggestions import section_suggestions
 from autoseg.inference import suggest as suggest_module
 from autoseg.inference.sliding_window import WindowSpec, predict_sliding_window
-from autoseg.inference.suggest import select_diverse, thumbnail, thumbnail_distance
+from autoseg.inference.suggest import (
+    score_table,
+    select_diverse,
+    select_typical,
+    thumbnail,
+    thumbnail_distance,
+)
 from autoseg.inference.uncertainty import (
     case_uncertainty,
+    label_scores,
     map_extension,
     mutual_information,
     normalised_entropy,
@@ -79,6 +87,117 @@ def test_score_is_not_diluted_by_a_larger_background():
     assert unc.summary()["score"] == pytest.approx(
         float(normalised_entropy(empty).mean()), abs=1e-6
     )
+
+
+def _grow_by_shifts(mask):
+    """One-voxel growth (8 neighbours) by shifting a padded copy: independent of scipy."""
+    padded = np.pad(mask, 1)
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            out |= padded[dy : dy + h, dx : dx + w]
+    return out
+
+
+def test_label_scores_average_the_entropy_where_each_label_is_plausible():
+    """Per label: the mean normalised entropy over p_label >= 0.1 grown by one pixel, against
+    an independent computation; an unsure nerve beside a sure vessel scores high for the nerve
+    and low for the vessel, where the pooled score mixes both."""
+    p = np.zeros((3, 30, 30), np.float32)
+    p[0] = 1.0
+    p[:, 4:10, 4:10] = np.array([0.45, 0.5, 0.05], np.float32)[:, None, None]  # unsure nerve
+    p[:, 18:26, 18:26] = np.array([0.02, 0.0, 0.98], np.float32)[:, None, None]  # sure vessel
+    unc = case_uncertainty(
+        p, np.zeros(p.shape[1:], np.float32), members=1, member_kind="x", label_names=["n", "v"]
+    )
+    h = -(np.where(p > 0, p, 1) * np.log(np.where(p > 0, p, 1))).sum(0) / np.log(3)
+    for k, name in ((1, "n"), (2, "v")):
+        region = _grow_by_shifts(p[k] >= 0.1)
+        got = unc.summary()["labels"][name]
+        assert got["region_voxels"] == int(region.sum())
+        assert got["score"] == pytest.approx(float(h[region].mean()), abs=1e-5)
+    labels = unc.summary()["labels"]
+    assert labels["n"]["score"] > 0.3 > 0.1 > labels["v"]["score"]
+    assert labels["v"]["score"] < unc.summary()["score"] < labels["n"]["score"]
+    # a label plausible nowhere: the whole image's mean, as the case score does
+    q = p.copy()
+    q[2] = 0.0
+    q[0] = 1.0 - q[1]
+    absent = label_scores(normalised_entropy(q), q, ["n", "v"])["v"]
+    assert absent["region_voxels"] == 0
+    assert absent["score"] == pytest.approx(float(normalised_entropy(q).mean()), abs=1e-6)
+    assert set(label_scores(normalised_entropy(q), q)) == {"1", "2"}  # unnamed: class numbers
+
+
+def test_a_copy_of_a_labelled_scan_comes_last():
+    rng = np.random.default_rng(6)
+    feats = np.stack([thumbnail(rng.normal(size=(1, 32, 32))) for _ in range(4)])
+    known = feats[[1]].copy()  # candidate 1 is already labelled elsewhere
+    picks = select_diverse([0.5, 0.9, 0.4, 0.3], feats, 4, known)
+    assert [p.index for p in picks] == [0, 2, 3, 1]
+    assert picks[0].distance is not None and picks[0].nearest == 4  # the labelled scan
+    assert picks[3].distance == pytest.approx(0.0, abs=1e-6) and picks[3].nearest == 4
+    assert [p.index for p in select_diverse([0.5, 0.9, 0.4, 0.3], feats, 4)][0] == 1
+
+
+def test_typical_picks_the_centre_of_the_largest_uncovered_group():
+    """Three groups of scans; the labelled one covers group A. Two picks: the centre of the
+    largest uncovered group (B, 6 scans), then of C (3 scans) - never A, however many."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(0, 5, size=(3, 16))
+
+    def group(c, n, spread=0.3):
+        return centres[c] + rng.normal(0, spread, size=(n, 16))
+
+    b = group(1, 6)
+    b[0] = centres[1]  # the typical one: at the centre
+    feats = np.concatenate([group(0, 8), b, group(2, 3)]).astype(np.float32)
+    known = group(0, 1).astype(np.float32)
+    picks = select_typical(feats, 2, known)
+    assert picks[0].index == 8 and picks[0].group == 6
+    assert 14 <= picks[1].index < 17 and picks[1].group == 3
+    assert picks[0].distance is None
+    # without labelled scans: one pick per group, the largest group (A, 8 scans) first
+    alone = select_typical(feats, 3)
+    assert [p.group for p in alone] == [8, 6, 3] and alone[1].index == 8
+    assert select_typical(feats, 0) == []
+
+
+def test_labels_take_turns_and_a_label_ranks_alone():
+    """Two labels: the nerve's most uncertain scans (0, 1) would fill a pooled list; taking
+    turns gives the vessel's most uncertain (3) the second place."""
+    rng = np.random.default_rng(5)
+    feats = np.stack([thumbnail(rng.normal(size=(1, 32, 32))) for _ in range(5)])
+    summaries = [
+        {"score": sc, "labels": {"nerve": {"score": n}, "vessel": {"score": v}}}
+        for sc, n, v in [
+            (0.60, 0.90, 0.10),
+            (0.55, 0.85, 0.12),
+            (0.30, 0.30, 0.20),
+            (0.35, 0.20, 0.70),
+            (0.20, 0.10, 0.60),
+        ]
+    ]
+    table, columns = score_table(summaries)
+    assert columns == ["nerve", "vessel"] and table.shape == (5, 2)
+    picks = select_diverse(table, feats, 4)
+    assert [p.index for p in picks] == [0, 3, 1, 4]
+    assert [p.turn for p in picks] == [0, 1, 0, 1]
+    any_table, any_cols = score_table(summaries, "any")
+    assert any_cols == ["any"]
+    assert [p.index for p in select_diverse(any_table, feats, 4)] == [0, 1, 3, 2]
+    vessel, _ = score_table(summaries, "vessel")
+    assert [p.index for p in select_diverse(vessel, feats, 2)] == [3, 4]
+    # one column behaves as the plain score list did
+    flat = [s["score"] for s in summaries]
+    assert [p.index for p in select_diverse(flat, feats, 5)] == [
+        p.index for p in select_diverse(any_table, feats, 5)
+    ]
+    with pytest.raises(AutosegError, match="not a label of this model"):
+        score_table(summaries, "artery")
+    # summaries without per-label scores (an older file): the pooled score
+    assert score_table([{"score": 0.4}, {"score": 0.2}])[1] == ["any"]
 
 
 def test_map_extension_keeps_float_formats_and_replaces_png():
@@ -222,6 +341,8 @@ def test_predict_uncertainty_maps_on_the_input_grid_and_predictions_unchanged(tr
         assert scores[case]["members"] == 2 and scores[case]["member_kind"] == "models"
     rows = list(csv.DictReader((unc / "uncertainty.csv").open()))
     assert [float(r["score"]) for r in rows] == sorted(s["score"] for s in scores.values())[::-1]
+    for r in rows:  # the per-label score, named by the plan's label
+        assert float(r["score_nerve"]) == scores[r["case"]]["labels"]["nerve"]["score"]
 
 
 def test_disagreement_is_zero_for_the_same_model_twice_and_not_for_two_folds(trained, tmp_path):
@@ -251,11 +372,17 @@ def test_disagreement_is_zero_for_the_same_model_twice_and_not_for_two_folds(tra
 def test_suggest_labels_end_to_end(trained, tmp_path, capsys, monkeypatch):
     root, raw, _ = trained
     unlabelled = tmp_path / "unlabelled"
-    shutil.copytree(raw / "imagesTr", unlabelled)
+    unlabelled.mkdir()
+    for path in sorted((raw / "imagesTr").glob("*.nii.gz")):  # new scans: mirrored ones
+        scan = read_image(path)
+        write_image(
+            unlabelled / path.name, np.ascontiguousarray(scan.array[:, ::-1]), scan.geometry
+        )
     for name in ("copyA_0000.nii.gz", "copyB_0000.nii.gz"):
         shutil.copy(unlabelled / "case2_0000.nii.gz", unlabelled / name)
     out = tmp_path / "sugg"
-    argv = ["suggest-labels", "-i", str(unlabelled), "-d", "42", "--config", "2d"]
+    base = ["suggest-labels", "-i", str(unlabelled), "-d", "42", "--config", "2d"]
+    argv = [*base, "--strategy", "uncertain"]
     with one_torch_thread():
         assert main([*argv, "-n", "4", "-o", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -265,9 +392,12 @@ def test_suggest_labels_end_to_end(trained, tmp_path, capsys, monkeypatch):
     assert len(rows) == 4 and data["n_candidates"] == 8 and len(data["ranking"]) == 8
     chosen = [r["case"] for r in rows]
     assert len(set(chosen) & {"case2", "copyA", "copyB"}) <= 1  # never two identical scans
-    assert rows[0]["reason"].startswith("the most uncertain scan")
+    # the first is the most uncertain; its distance is to the labelled training scans
+    assert rows[0]["uncertainty_rank"] == "1" and "for nerve" in rows[0]["reason"]
+    assert "nearest labelled scan case" in rows[0]["reason"] and data["labelled"] == 6
+    assert {r["label"] for r in rows} == {"nerve"} and data["columns"] == ["nerve"]
     assert all("rank" in r["reason"] for r in rows)
-    assert all(f"distance {float(r['distance']):.2f}" in r["reason"] for r in rows[1:])
+    assert all(f"distance {float(r['distance']):.2f}" in r["reason"] for r in rows)
     for r in rows:
         assert r["case"] in printed and r["reason"] in printed
     assert (out / "predictions" / f"{chosen[0]}_uncertainty.nii.gz").is_file()
@@ -279,8 +409,22 @@ def test_suggest_labels_end_to_end(trained, tmp_path, capsys, monkeypatch):
     html = section_suggestions(root / "results" / "042_TinyUS")
     listed = json.loads((root / "results/042_TinyUS/suggestions/suggestions.json").read_text())
     first = listed["suggestions"][0]
-    assert first["case"] in html and "the most uncertain scan" in html
+    assert first["case"] in html and "uncertainty for nerve" in html
     assert "No suggestions yet" in section_suggestions(tmp_path)
+    # typical scans of groups that nothing labelled covers
+    typical = tmp_path / "typical"
+    with one_torch_thread():
+        args = [*base, "-n", "2", "-o", str(typical), "--no-tta"]  # the default strategy
+        assert main([*args, "--no-progress"]) == 0
+    rows = list(csv.DictReader((typical / "suggestions.csv").open()))
+    assert len(rows) == 2 and all(r["label"] == "typical" for r in rows)
+    typical_reasons = ("the most typical of", "a scan unlike any labelled or chosen one")
+    assert all(r["reason"].startswith(typical_reasons) for r in rows)
+    res = tmp_path / "res"
+    (res / "suggestions").mkdir(parents=True)
+    shutil.copy(typical / "suggestions.json", res / "suggestions" / "suggestions.json")
+    html = section_suggestions(res)
+    assert "the most typical scan of each group" in html and rows[0]["case"] in html
 
     # nothing half-written when it fails after predicting
     def broken(image):
@@ -301,6 +445,7 @@ def test_suggest_labels_end_to_end(trained, tmp_path, capsys, monkeypatch):
         (["-i", "HELD", "-d", "42", "-n", "2"], "no inference.json"),
         (["-i", "HELD", "-d", "77", "-n", "2"], "no dataset '77'"),
         (["-i", "HELD", "-d", "42", "--config", "2d", "-n", "0"], "at least one scan"),
+        (["-i", "HELD", "-d", "42", "--config", "2d", "-n", "1", "--label", "vein"], "vein"),
     ],
 )
 def test_suggest_labels_errors_are_one_line(trained, tmp_path, capsys, extra, expected):

@@ -7,10 +7,12 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser(
         "suggest-labels",
-        help="which unlabelled scans to label next: the most uncertain, not near-copies",
+        help="which unlabelled scans to label next: typical ones of what is not yet covered",
         description="Predict every unlabelled scan with uncertainty maps, then choose K to "
-        "label: the most uncertain first, each next one by uncertainty x distance to the scans "
-        "already chosen, so near-identical frames are not all suggested. Writes "
+        "label: by default the most typical scan of each group of similar scans that no "
+        "labelled (training) scan covers yet; with --strategy uncertain the most uncertain "
+        "first, each next one by uncertainty x distance to the scans already chosen or "
+        "labelled, so near-identical frames are not all suggested. Writes "
         "suggestions.csv/.json (with the reason for each) and the predictions with their "
         "uncertainty maps under OUT/predictions.",
     )
@@ -21,6 +23,20 @@ def register(sub) -> None:
         "-o",
         "--output",
         help="output folder (default: $AUTOSEG_ROOT/results/<dataset>/suggestions)",
+    )
+    p.add_argument(
+        "--label",
+        default="each",
+        help="with --strategy uncertain, rank by: 'each' (default: the labels take turns, "
+        "each by its own uncertainty), a label name (that structure only), or 'any' (one "
+        "score over every label)",
+    )
+    p.add_argument(
+        "--strategy",
+        default="typical",
+        choices=["typical", "uncertain"],
+        help="typical (default): the most typical scan of each group of similar scans that "
+        "nothing labelled covers yet; uncertain: uncertainty x diversity (see --label)",
     )
     p.add_argument("--config", action="append", help="configuration (repeat for an ensemble)")
     p.add_argument("--folds", help="folds to average, e.g. 0,1,2 (default: all trained)")
@@ -35,7 +51,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from autoseg.errors import AutosegError
     from autoseg.inference.predict import find_inputs, load_predictor
-    from autoseg.inference.suggest import default_output, format_table, suggest_labels
+    from autoseg.inference.suggest import (
+        default_output,
+        format_table,
+        labelled_cases,
+        suggest_labels,
+    )
 
     if args.number < 1:
         raise AutosegError(f"-n {args.number}: ask for at least one scan", fix="give -n 1 or more")
@@ -51,7 +72,17 @@ def run(args) -> int:
     )
     inputs = find_inputs(args.input, predictor.plan.n_channels)
     out = args.output or default_output(args.dataset)
-    result = suggest_labels(predictor, inputs, out, args.number, progress=not args.no_progress)
+    labelled = labelled_cases(args.dataset)
+    result = suggest_labels(
+        predictor,
+        inputs,
+        out,
+        args.number,
+        label=args.label,
+        strategy=args.strategy,
+        labelled=labelled,
+        progress=not args.no_progress,
+    )
     n_ok = len(result.ranking)
     print(f"{len(result.rows)} of {n_ok} scans suggested for labelling:")
     print(format_table(result.rows))

@@ -244,14 +244,22 @@ def write_uncertainty_summary(out_dir: Path, scores: dict[str, dict[str, Any]]) 
             "probability, grown by one voxel (whole image when there are none)",
             "disagreement": "mean normalised mutual information between the ensemble members "
             "over the same voxels",
+            "labels": "per label: score = mean normalised entropy over the voxels with >= 10 % "
+            "probability of that label, grown by one voxel (whole image when there are none)",
             "cases": {c: scores[c] for c in order},
         },
     )
+    names = list(dict.fromkeys(n for c in order for n in scores[c].get("labels", {})))
+    per_label = [f"score_{n}" for n in names]
+    columns = [*UNCERTAINTY_COLUMNS[:3], *per_label, *UNCERTAINTY_COLUMNS[3:]]
     with atomic_path(out_dir / "uncertainty.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=UNCERTAINTY_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for c in order:
-            writer.writerow({"case": c, **{k: scores[c][k] for k in UNCERTAINTY_COLUMNS[1:]}})
+            labels = scores[c].get("labels", {})
+            row = {k: scores[c][k] for k in UNCERTAINTY_COLUMNS[1:]}
+            row.update({f"score_{n}": labels[n]["score"] for n in names if n in labels})
+            writer.writerow({"case": c, **row})
 
 
 def _save_probabilities(path: Path, probs: np.ndarray) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,15 @@ def mutual_information(members: Sequence[np.ndarray]) -> np.ndarray:
     return disagreement(total / n, member_entropy / n)
 
 
+def _grown(candidate: np.ndarray) -> np.ndarray:
+    """``candidate`` grown by one voxel (all 8 / 26 neighbours) so the edge is in."""
+    from scipy import ndimage
+
+    if not candidate.any():
+        return candidate
+    return ndimage.binary_dilation(candidate, structure=np.ones((3,) * candidate.ndim, bool))
+
+
 def score_region(probs: np.ndarray) -> np.ndarray:
     """Voxels the case score averages over: every voxel the ensemble gives at least a 10 %
     chance of foreground (which holds the predicted foreground and the uncertain band around
@@ -82,12 +91,36 @@ def score_region(probs: np.ndarray) -> np.ndarray:
     score 4x lower. Why not the argmax foreground alone: a nerve the model half-sees
     (p = 0.3 everywhere) has no argmax foreground and would score nothing.
     """
-    from scipy import ndimage
+    return _grown((1.0 - probs[0]) >= FOREGROUND_CHANCE)
 
-    candidate = (1.0 - probs[0]) >= FOREGROUND_CHANCE
-    if not candidate.any():
-        return candidate
-    return ndimage.binary_dilation(candidate, structure=np.ones((3,) * candidate.ndim, bool))
+
+def label_region(probs: np.ndarray, k: int) -> np.ndarray:
+    """The voxels a label's own score averages over: class ``k`` has at least a 10 % chance
+    there, grown by one voxel. Why per label: a frame whose nerve the model is unsure of
+    and whose vessel it is sure of has one mean over the union of both regions; a lab that
+    needs more nerve examples (or the balanced ranking of :mod:`autoseg.inference.suggest`)
+    needs the two apart."""
+    return _grown(np.asarray(probs[k]) >= FOREGROUND_CHANCE)
+
+
+def label_scores(
+    entropy_map: np.ndarray, probs: np.ndarray, names: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per foreground class (named by ``names`` for classes 1, 2, ..., else "1", "2", ...):
+    the mean of the normalised entropy map over :func:`label_region`, and the region's size.
+    The entropy is the multi-class one, so a voxel torn between nerve and vessel counts for
+    both labels. A class with no plausible voxel is averaged over the whole image (near 0:
+    the model is sure it is absent), as the case score is."""
+    out: dict[str, dict[str, Any]] = {}
+    for k in range(1, probs.shape[0]):
+        name = names[k - 1] if names is not None else str(k)
+        region = label_region(probs, k)
+        where = region if region.any() else np.ones_like(region)
+        out[name] = {
+            "score": round(float(entropy_map[where].mean()), 6),
+            "region_voxels": int(region.sum()),
+        }
+    return out
 
 
 @dataclass
@@ -99,6 +132,7 @@ class CaseUncertainty:
     members: int  # predictions the disagreement compares (1: none to compare)
     member_kind: str  # "models" (folds/configurations), "mirrors" or "single"
     region: np.ndarray  # bool: the voxels the score averages (see score_region)
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # see label_scores
 
     def summary(self) -> dict[str, Any]:
         """Per-case numbers: ``score`` (mean normalised entropy over the region: the ranking
@@ -112,6 +146,7 @@ class CaseUncertainty:
             "region_fraction": round(float(self.region.mean()), 6),
             "members": self.members,
             "member_kind": self.member_kind,
+            "labels": {name: dict(v) for name, v in self.labels.items()},
         }
 
 
@@ -121,16 +156,20 @@ def case_uncertainty(
     *,
     members: int,
     member_kind: str,
+    label_names: Sequence[str] | None = None,
 ) -> CaseUncertainty:
     """Normalise the maps of one case: ``probs`` (K, *spatial) the ensemble's mean,
-    ``disagreement_nats`` its members' mutual information."""
+    ``disagreement_nats`` its members' mutual information; ``label_names`` name classes
+    1..K-1 in the per-label scores."""
     log_k = np.float32(math.log(probs.shape[0]))
+    entropy_map = normalised_entropy(probs)
     return CaseUncertainty(
-        entropy=normalised_entropy(probs),
+        entropy=entropy_map,
         disagreement=np.clip(disagreement_nats / log_k, 0.0, 1.0).astype(np.float32),
         members=int(members),
         member_kind=member_kind,
         region=score_region(probs),
+        labels=label_scores(entropy_map, probs, label_names),
     )
 
 

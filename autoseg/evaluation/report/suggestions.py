@@ -22,7 +22,7 @@ def section_suggestions(res: Path) -> str:
     data = json.loads(path.read_text(encoding="utf-8"))
     rows = [
         f'<tr><td class="n">{int(r["order"])}</td><td>{esc(r["case"])}</td>'
-        f"{td_num(r['score'])}{td_num(r.get('disagreement'))}"
+        f"<td>{esc(r.get('label', 'any'))}</td>{td_num(r['score'])}{td_num(r.get('disagreement'))}"
         f'<td class="n">{int(r["uncertainty_rank"])}</td>{td_num(r.get("distance"), 2)}'
         f"<td>{esc(r['reason'])}</td></tr>"
         for r in data.get("suggestions", [])
@@ -30,17 +30,32 @@ def section_suggestions(res: Path) -> str:
     headers = [
         ("#", True),
         "case",
+        "for",
         ("uncertainty", True),
         ("disagreement", True),
         ("rank", True),
         ("distance", True),
         "reason",
     ]
+    columns = data.get("columns", ["any"])
+    if data.get("strategy") == "typical":
+        how = (
+            "the most typical scan of each group of similar scans that no labelled or chosen "
+            "scan covers yet, the largest group first (uncertainty shown for reference: mean "
+            "normalised entropy where a label is plausible, 0..1)"
+        )
+    else:
+        turns = (
+            f"the labels ({', '.join(map(str, columns))}) take turns; " if len(columns) > 1 else ""
+        )
+        how = (
+            f"{turns}the most uncertain first, then each by uncertainty × distance to the "
+            "scans already chosen or labelled (uncertainty: mean normalised entropy where the "
+            "label is plausible, 0..1; distance: of 16 × 16 z-scored thumbnails, 0 identical, "
+            "1.41 unrelated)"
+        )
     return (
         f"<p>{len(rows)} of {int(data.get('n_candidates', 0))} unlabelled scans suggested "
-        "for labelling next: the most uncertain first, then each by uncertainty × distance "
-        "to the scans already chosen (uncertainty: mean normalised entropy around the "
-        "predicted nerve, 0..1; distance: of 16 × 16 z-scored thumbnails, 0 identical, 1.41 "
-        f"unrelated; documentation/prediction.md). From <code>{esc(path)}</code>.</p>"
-        + table(headers, rows, table_id="suggestions-table")
+        f"for labelling next: {how}; documentation/prediction.md. From "
+        f"<code>{esc(path)}</code>.</p>" + table(headers, rows, table_id="suggestions-table")
     )
