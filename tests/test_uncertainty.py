@@ -20,6 +20,7 @@ from autoseg.evaluation.report.suggestions import section_suggestions
 from autoseg.inference import suggest as suggest_module
 from autoseg.inference.sliding_window import WindowSpec, predict_sliding_window
 from autoseg.inference.suggest import (
+    neighbour_spread,
     score_table,
     select_diverse,
     select_typical,
@@ -162,6 +163,17 @@ def test_typical_picks_the_centre_of_the_largest_uncovered_group():
     alone = select_typical(feats, 3)
     assert [p.group for p in alone] == [8, 6, 3] and alone[1].index == 8
     assert select_typical(feats, 0) == []
+
+
+@pytest.mark.parametrize("n, q", [(30, 20), (6, 20), (2, 20), (1, 20)])
+def test_neighbour_spread_matches_a_full_distance_matrix(n, q):
+    """scikit-learn's neighbour search against sorting every pairwise distance in numpy."""
+    rng = np.random.default_rng(n)
+    pts = rng.normal(size=(n, 12))
+    full = np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1))
+    k = min(q, n - 1)
+    expected = np.sort(full, axis=1)[:, 1 : k + 1].mean(1) if k else np.zeros(n)
+    np.testing.assert_allclose(neighbour_spread(pts, q), expected, atol=1e-9)
 
 
 def test_labels_take_turns_and_a_label_ranks_alone():

@@ -155,6 +155,19 @@ def select_diverse(
 TYPICAL_NEIGHBOURS = 20  # the density of a scan: its mean distance to this many nearest ones
 
 
+def neighbour_spread(points: np.ndarray, neighbours: int) -> np.ndarray:
+    """Per point, the mean Euclidean distance to its ``neighbours`` nearest other points (0
+    for a lone point): small where scans crowd. scikit-learn's neighbour search works in
+    chunks, so a group of thousands of scans never needs its full distance matrix."""
+    from sklearn.neighbors import NearestNeighbors
+
+    q = min(int(neighbours), len(points) - 1)
+    if q < 1:
+        return np.zeros(len(points))
+    dist, _ = NearestNeighbors(n_neighbors=q + 1).fit(points).kneighbors(points)
+    return dist[:, 1:].mean(axis=1)
+
+
 def select_typical(
     features: np.ndarray, k: int, known: np.ndarray | None = None, seed: int = 0
 ) -> list[Pick]:
@@ -191,10 +204,7 @@ def select_typical(
             open_groups = sorted({int(g) for g in left})
         g = max(open_groups, key=lambda g: (sizes[g], -g))
         members = np.flatnonzero(groups == g)
-        inside = points[members]
-        dist = np.sqrt(((inside[:, None, :] - inside[None, :, :]) ** 2).mean(-1))
-        q = min(TYPICAL_NEIGHBOURS, len(members) - 1)
-        spread = np.sort(dist, axis=1)[:, 1 : q + 1].mean(1) if q else np.zeros(len(members))
+        spread = neighbour_spread(points[members], TYPICAL_NEIGHBOURS)
         options = [
             (spread[j], int(i - m)) for j, i in enumerate(members) if i >= m and not taken[i - m]
         ]
