@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -162,6 +163,13 @@ def test_typical_picks_the_centre_of_the_largest_uncovered_group():
     # without labelled scans: one pick per group, the largest group (A, 8 scans) first
     alone = select_typical(feats, 3)
     assert [p.group for p in alone] == [8, 6, 3] and alone[1].index == 8
+    # identical scans (fewer distinct groups than asked): still k picks, and no warning
+    same = np.zeros((6, 16), np.float32)
+    same[3:] += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dup = select_typical(same, 4, np.zeros((1, 16), np.float32))
+    assert dup[0].index == 3 and sorted(p.index for p in dup) == [0, 1, 2, 3]
     assert select_typical(feats, 0) == []
 
 

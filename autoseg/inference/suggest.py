@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,7 @@ def select_typical(
     There are always at least k uncovered groups (only len(known) can hold a labelled scan),
     each with a candidate."""
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     feats = np.asarray(features, np.float32)
     old = np.asarray(known if known is not None else np.zeros((0, feats.shape[1])), np.float32)
@@ -191,7 +193,9 @@ def select_typical(
         return []
     points = np.concatenate([old, feats]) if m else feats
     n_groups = min(m + k, len(points))
-    groups = KMeans(n_clusters=n_groups, n_init=4, random_state=seed).fit_predict(points)
+    with warnings.catch_warnings():  # identical scans: fewer distinct groups than asked
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        groups = KMeans(n_clusters=n_groups, n_init=4, random_state=seed).fit_predict(points)
     sizes = np.bincount(groups, minlength=n_groups)
     covered = set(groups[:m].tolist())
     cand_group = groups[m:]
