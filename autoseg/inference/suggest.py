@@ -6,8 +6,9 @@
 By default (``strategy="typical"``, :func:`select_typical`) it ignores the uncertainty and
 picks the most typical scan of each group of similar scans that nothing labelled covers yet:
 on usgra-seg, with 41 labelled frames and a short budget, the uncertainty rankings below
-added frames worth *less* than a random draw (4 of 4 seeds lower), the typical ones slightly
-more (4 of 6 seeds higher, +0.006 Dice; documentation/prediction.md).
+added frames worth *less* than a random draw (4 of 4 seeds lower), the typical ones more
+(with the plan's own 18-epoch schedule 4 of 4 seeds higher, +0.012 Dice;
+documentation/prediction.md).
 ``strategy="uncertain"`` chooses greedily:
 
 1. the scan with the highest score (mean normalised entropy where a label is plausible);
