@@ -421,7 +421,7 @@ class Predictor:
             member_entropy /= np.float32(len(config_probs))
             dis = np.maximum(entropy(probs) - member_entropy, 0.0).astype(np.float32)
         kind, members = self._member_kind()
-        names = sorted(self.plan.labels, key=self.plan.labels.__getitem__)[1:]
+        names = self.plan.foreground_names
         return case_uncertainty(probs, dis, members=members, member_kind=kind, label_names=names)
 
     def quality_flags(

@@ -96,6 +96,12 @@ class Pick:
     group: int | None = None  # typical picks: the size of the group of similar scans it stands for
 
 
+def descending(values: Sequence[float] | np.ndarray) -> list[int]:
+    """Indices from the highest value to the lowest, ties in index order: every ranking and
+    "rank k of n" of the suggestions uses this one order."""
+    return sorted(range(len(values)), key=lambda i: (-float(values[i]), i))
+
+
 def select_diverse(
     scores: Sequence[Any] | np.ndarray,
     features: np.ndarray,
@@ -115,7 +121,7 @@ def select_diverse(
     feats = np.asarray(features, dtype=np.float32)
     n, n_cols = table.shape
     k = min(int(k), n)
-    orders = [sorted(range(n), key=lambda i, c=c: (-table[i, c], i)) for c in range(n_cols)]
+    orders = [descending(table[:, c]) for c in range(n_cols)]
     min_dist = np.full(n, np.inf)
     nearest = np.full(n, -1)
     for j, row in enumerate(np.asarray(known if known is not None else [], np.float32)):
@@ -349,9 +355,9 @@ def suggest_labels(
         raise AutosegError(
             f"--strategy {strategy}: unknown", fix=f"give one of {', '.join(STRATEGIES)}"
         )
-    plan_labels = getattr(getattr(predictor, "plan", None), "labels", None)
-    if plan_labels:
-        check_label(label, sorted(plan_labels, key=plan_labels.__getitem__)[1:])
+    plan = getattr(predictor, "plan", None)
+    if plan is not None:
+        check_label(label, plan.foreground_names)
     out_dir = Path(out_dir)
     summary = predict_cases(
         predictor, inputs, out_dir / "predictions", uncertainty=True, progress=progress
@@ -374,10 +380,9 @@ def suggest_labels(
     n = len(cases)
     ids = [c.case_id for c in cases] + [c.case_id for c in labelled]
     kinds = ["chosen scan"] * n + ["labelled scan"] * len(labelled)
-    ranks = []
-    for col in range(table.shape[1]):
-        order = sorted(range(n), key=lambda i, col=col: (-table[i, col], i))
-        ranks.append({i: r + 1 for r, i in enumerate(order)})
+    ranks = [
+        {i: r + 1 for r, i in enumerate(descending(table[:, col]))} for col in range(table.shape[1])
+    ]
     if strategy == TYPICAL:
         picks = select_typical(features, k, known_features)
     else:
@@ -402,7 +407,7 @@ def suggest_labels(
                 "image": str(cases[i].paths[0]),
             }
         )
-    pooled = sorted(range(n), key=lambda i: (-summaries[i]["score"], i))
+    pooled = descending([s["score"] for s in summaries])
     ranking = [
         {"case": cases[i].case_id, "rank": r + 1, **summaries[i]} for r, i in enumerate(pooled)
     ]

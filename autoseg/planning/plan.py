@@ -613,6 +613,11 @@ class Plan:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def foreground_names(self) -> list[str]:
+        """Label names of the network's classes 1..K-1, in class order."""
+        return sorted(self.labels, key=self.labels.__getitem__)[1:]
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         version = d.pop("schema_version")
