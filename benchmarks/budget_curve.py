@@ -115,6 +115,13 @@ def _before() -> None:
     bd.TARGET_ITERATIONS = bd.MIN_ITERATIONS
 
 
+def _one_model_first() -> None:
+    """Five folds only when each trains the model one split would (the candidate rule)."""
+    from autoseg.planning import budget as bd
+
+    bd.ENSEMBLE_OF_SAME_MODEL = True
+
+
 def _loss(name: str) -> Callable[[], None]:
     """The planner writes the registered loss ``name`` instead of ``dice_ce`` (everything
     else of the plan, the time budget included, as the default command)."""
@@ -144,6 +151,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "autoseg": lambda: None,
     "five_folds": _five_folds,
     "full_resolution": _full_resolution,
+    "one_model_first": _one_model_first,
     "float32": _float32,
     "before": _before,
     **LOSS_VARIANTS,
