@@ -122,6 +122,28 @@ def _one_model_first() -> None:
     bd.ENSEMBLE_OF_SAME_MODEL = True
 
 
+def _seed(seed: int) -> Callable[[], None]:
+    """Every fold trained with the run seed ``seed`` instead of 0 (the seed spread of a point:
+    weights, batches and augmentation drawn anew; plan and splits unchanged)."""
+
+    def apply() -> None:
+        from autoseg.training import run
+
+        plan_options = run.options_from_plan
+
+        def options(plan, config=None, **overrides):  # noqa: ANN001, ANN202 (run's shape)
+            return plan_options(plan, config, **{**overrides, "seed": seed})
+
+        run.options_from_plan = options
+
+    apply.__doc__ = f"Every fold trained with seed {seed} instead of 0."
+    return apply
+
+
+SEEDS = (1, 2)
+SEED_VARIANTS = {f"seed_{s}": _seed(s) for s in SEEDS}
+
+
 def _loss(name: str) -> Callable[[], None]:
     """The planner writes the registered loss ``name`` instead of ``dice_ce`` (everything
     else of the plan, the time budget included, as the default command)."""
@@ -155,6 +177,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "float32": _float32,
     "before": _before,
     **LOSS_VARIANTS,
+    **SEED_VARIANTS,
 }
 
 

@@ -163,3 +163,47 @@ def test_more_budget_never_plans_a_smaller_model_on_the_same_folds(budget_s):
         assert small.schedule.folds == [0] and big.schedule.folds is None
         s = b.schedule
         assert s.epochs * s.iterations_per_epoch >= bd.TARGET_ITERATIONS
+
+
+@pytest.mark.parametrize("budget_s", [1500.0, 6000.0, 30000.0, 3e5])
+def test_ensemble_of_the_same_model_rule_buys_five_folds_only_at_one_splits_rung(
+    budget_s, monkeypatch
+):
+    """With ``ENSEMBLE_OF_SAME_MODEL`` the cross-validation is planned only when each of its
+    folds trains the configuration at the rung one split would: otherwise one split."""
+    timer = fake_timer(30.0)
+    default = _plan(_frame(), time_budget_s=budget_s, step_timer=timer)
+    monkeypatch.setattr(bd, "ENSEMBLE_OF_SAME_MODEL", True)
+    plan = _plan(_frame(), time_budget_s=budget_s, step_timer=timer)
+    _check_budget_plan(plan, budget_s, timer)
+    monkeypatch.setattr(bd, "budget_passes", lambda: [p for p in BUDGET_PASSES if p[0] == 1])
+    single = _plan(_frame(), time_budget_s=budget_s, step_timer=timer)
+    a, b = plan.configurations["2d"], single.configurations["2d"]
+    same = (a.spacing, a.patch_size, a.batch_size, a.architecture) == (
+        b.spacing,
+        b.patch_size,
+        b.batch_size,
+        b.architecture,
+    )
+    if plan.schedule.folds is None:  # five folds: each is the one-split model
+        assert default.schedule.folds is None and same
+    else:  # one split: the one-split plan, whatever the default chose
+        assert plan.schedule.folds == [0] and same
+        if default.schedule.folds is None:
+            d = default.configurations["2d"]
+            assert (d.spacing[0], -d.architecture["features_per_stage"][0]) > (
+                a.spacing[0],
+                -a.architecture["features_per_stage"][0],
+            ) or math.prod(d.patch_size) < math.prod(a.patch_size)
+            assert "lesser model than one split" in plan.why["configurations"]
+
+
+def test_ensemble_of_the_same_model_rule_keeps_a_generous_gpu_plan(monkeypatch):
+    monkeypatch.setattr(bd, "ENSEMBLE_OF_SAME_MODEL", True)
+    timer = fake_timer(0.001, 1e-4)
+    plan = _plan(_frame(), device="cuda", time_budget_s=1e9, step_timer=timer)
+    assert plan.schedule.folds is None
+    assert "-> kept:" in plan.configurations["2d"].why["time_budget"]
+
+
+BUDGET_PASSES = bd.budget_passes()
