@@ -115,13 +115,6 @@ def _before() -> None:
     bd.TARGET_ITERATIONS = bd.MIN_ITERATIONS
 
 
-def _one_model_first() -> None:
-    """Five folds only when each trains the model one split would (the candidate rule)."""
-    from autoseg.planning import budget as bd
-
-    bd.ENSEMBLE_OF_SAME_MODEL = True
-
-
 def _seed(seed: int) -> Callable[[], None]:
     """Every fold trained with the run seed ``seed`` instead of 0 (the seed spread of a point:
     weights, batches and augmentation drawn anew; plan and splits unchanged)."""
@@ -173,7 +166,6 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "autoseg": lambda: None,
     "five_folds": _five_folds,
     "full_resolution": _full_resolution,
-    "one_model_first": _one_model_first,
     "float32": _float32,
     "before": _before,
     **LOSS_VARIANTS,

@@ -19,7 +19,7 @@ def test_points_cheapest_first_phantom_capped_ablation_at_25_minutes():
     assert (
         {p[2] for p in ablation}
         == set(bc.ABLATION)
-        == set(bc.VARIANTS) - {"autoseg", "one_model_first", *bc.LOSS_VARIANTS, *bc.SEED_VARIANTS}
+        == set(bc.VARIANTS) - {"autoseg", *bc.LOSS_VARIANTS, *bc.SEED_VARIANTS}
     )
     assert all(p[:2] == ("usgra_seg", "25m") for p in ablation)
     assert bc.points(["phantom_mri3d"], ["5m"], 3600.0, True) == [
@@ -73,22 +73,18 @@ def test_variants_turn_their_lever_off_in_the_product_code(monkeypatch):
     assert bd.TARGET_ITERATIONS == bd.MIN_ITERATIONS
 
 
-def test_seed_and_rule_variants_reach_the_product_code(monkeypatch):
-    from autoseg.planning import budget as bd
+def test_seed_variants_reach_the_trainer_options(monkeypatch):
     from autoseg.planning.planner import plan_dataset
     from autoseg.planning.synthetic import synthetic_fingerprint
     from autoseg.training import run
 
     monkeypatch.setattr(run, "options_from_plan", run.options_from_plan)
-    monkeypatch.setattr(bd, "ENSEMBLE_OF_SAME_MODEL", bd.ENSEMBLE_OF_SAME_MODEL)
     plan = plan_dataset(synthetic_fingerprint("961_Seed", [64, 64], [1.0, 1.0], n_cases=10))
     assert run.options_from_plan(plan, "2d").seed == 0
     bc.VARIANTS["seed_2"]()
     options = run.options_from_plan(plan, "2d", num_workers=3)
     assert (options.seed, options.num_workers) == (2, 3)
     assert options.epochs == plan.schedule.epochs  # the plan's schedule, untouched
-    bc.VARIANTS["one_model_first"]()
-    assert bd.ENSEMBLE_OF_SAME_MODEL
 
 
 def test_summary_rows_and_plot(tmp_path):

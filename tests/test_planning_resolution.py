@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from planning_helpers import check_budget_plan as _check_budget_plan
 from planning_helpers import fake_timer
@@ -46,6 +47,47 @@ def test_coarsest_factor_stops_at_the_first_factor_a_label_does_not_survive():
     thin = {"1": {"1.5": 0.97, "2": 0.9}}
     factor, why = rs.coarsest_factor(_stats(thin), ["1"])
     assert factor == 1.0 and "full resolution" in why
+
+
+def _box_mm(mask, spacing):
+    idx = np.argwhere(mask)
+    return [float((hi - lo + 1) * sp) for lo, hi, sp in zip(idx.min(0), idx.max(0), spacing)]
+
+
+@pytest.mark.parametrize("diameter_px", [6, 11, 20, 47])
+def test_cross_section_of_rasterised_discs_and_tubes_is_their_diameter(diameter_px):
+    """Against the geometry the masks were drawn from: a disc in 2D (one and two components)
+    and an oblique tube through an anisotropic stack."""
+    r = diameter_px / 2
+    yy, xx = np.mgrid[:128, :160]
+    disc = (yy - 60.3) ** 2 + (xx - 50.7) ** 2 <= r * r
+    spacing = (0.5, 0.5)
+    d = rs.cross_section_mm(disc.mean(), disc.shape, spacing, _box_mm(disc, spacing), 1)
+    assert d == pytest.approx(diameter_px * 0.5, rel=0.06)
+    two = disc | ((yy - 60.3) ** 2 + (xx - 120.2) ** 2 <= r * r)
+    d2 = rs.cross_section_mm(two.mean(), two.shape, spacing, _box_mm(two, spacing), 2)
+    assert d2 == pytest.approx(diameter_px * 0.5, rel=0.06)  # each of the two
+    # a tube along the slice axis, drifting in-plane from slice to slice (3 x 0.75 x 0.75 mm)
+    zz = np.arange(24)[:, None, None]
+    tube = (yy[None] - 60 - zz) ** 2 + (xx[None] - 50 - 0.5 * zz) ** 2 <= r * r
+    sp3 = (3.0, 0.75, 0.75)
+    d3 = rs.cross_section_mm(tube.mean(), tube.shape, sp3, _box_mm(tube, sp3), 1)
+    assert d3 == pytest.approx(diameter_px * 0.75, rel=0.06)
+    assert rs.cross_section_mm(0.0, disc.shape, spacing, None, 0) is None
+
+
+def test_size_factor_keeps_the_median_cross_section_above_the_pixel_floor():
+    floor = rs.MIN_CROSS_SECTION_PX
+    # usgra-seg's nerve, 81 px across at 1 mm: 4x (20 px), not 6x (13.5 px)
+    factor, why = rs.size_factor({"1": [60.0, 81.2, 95.0], "2": [94.0]}, 1.0)
+    assert factor == 4.0 and "label 1" in why and "up to 4x" in why
+    # the thigh phantom's nerve, 8.2 mm = 10.9 px at 0.75 mm: not even 1.5x
+    factor, why = rs.size_factor({"1": [8.15]}, 0.75)
+    assert factor == 1.0 and "under 16 px at 1.5x" in why
+    # exactly at the floor is allowed; the smallest label decides
+    assert rs.size_factor({"1": [floor * 3.0], "2": [floor * 8.0]}, 1.0)[0] == 3.0
+    assert rs.size_factor({"1": [floor * 2.999]}, 1.0)[0] == 2.0
+    assert rs.size_factor({"1": []}, 1.0)[0] == math.inf
 
 
 def test_coarser_spacing_stops_at_the_thick_axis():
@@ -127,6 +169,41 @@ def test_short_cpu_budget_trains_on_a_coarser_grid_one_split():
     assert "full resolution only" in old.why["resolution"]
 
 
+def _small_nerve_frame():
+    """The frames above with a nerve 12 px across (median cross-section): every coarser grid
+    is under the 16-pixel floor."""
+    fp = _frame()
+    for case in fp["cases"]:
+        case["class_voxel_fraction"] = {"1": 113.0 / (480 * 534), "2": 0.04}
+    return fp
+
+
+@pytest.mark.parametrize("budget_s", [1500.0, 6000.0, 30000.0, 3e5])
+def test_a_grid_under_the_pixel_floor_is_a_last_resort_never_bought_for_five_folds(
+    budget_s, monkeypatch
+):
+    timer = fake_timer(30.0)
+    plan = _plan(_small_nerve_frame(), time_budget_s=budget_s, step_timer=timer)
+    _check_budget_plan(plan, budget_s, timer)
+    assert "label 1's median cross-section" in plan.why["resolution"]
+    assert "only as a last resort" in plan.why["resolution"]
+    c = plan.configurations["2d"]
+    iterations = c.schedule.epochs * c.schedule.iterations_per_epoch
+    if plan.schedule.folds is None:  # five folds: on the full grid
+        assert c.spacing == [1.0, 1.0] and iterations >= bd.TARGET_ITERATIONS
+    elif c.spacing == [1.0, 1.0]:  # one split on the full grid: it reaches the target there
+        assert iterations >= bd.TARGET_ITERATIONS
+    else:  # a small grid: one split, because the full grid alone could not reach the target
+        monkeypatch.setattr(rs, "FACTORS", ())
+        full = _plan(_small_nerve_frame(), time_budget_s=budget_s, step_timer=timer)
+        f = full.configurations["2d"]
+        assert f.schedule.epochs * f.schedule.iterations_per_epoch < bd.TARGET_ITERATIONS
+    # the same frames with a nerve 99 px across train on coarser grids at these budgets
+    large = _plan(_frame(), time_budget_s=budget_s, step_timer=timer).configurations["2d"]
+    if budget_s == 30000.0:
+        assert large.spacing[0] > 1.0 and c.spacing == [1.0, 1.0]
+
+
 def test_generous_gpu_budget_keeps_the_memory_plan_and_five_folds():
     reference = _plan(_frame(), device="cuda")
     timer = fake_timer(0.001, 1e-4)
@@ -163,47 +240,3 @@ def test_more_budget_never_plans_a_smaller_model_on_the_same_folds(budget_s):
         assert small.schedule.folds == [0] and big.schedule.folds is None
         s = b.schedule
         assert s.epochs * s.iterations_per_epoch >= bd.TARGET_ITERATIONS
-
-
-@pytest.mark.parametrize("budget_s", [1500.0, 6000.0, 30000.0, 3e5])
-def test_ensemble_of_the_same_model_rule_buys_five_folds_only_at_one_splits_rung(
-    budget_s, monkeypatch
-):
-    """With ``ENSEMBLE_OF_SAME_MODEL`` the cross-validation is planned only when each of its
-    folds trains the configuration at the rung one split would: otherwise one split."""
-    timer = fake_timer(30.0)
-    default = _plan(_frame(), time_budget_s=budget_s, step_timer=timer)
-    monkeypatch.setattr(bd, "ENSEMBLE_OF_SAME_MODEL", True)
-    plan = _plan(_frame(), time_budget_s=budget_s, step_timer=timer)
-    _check_budget_plan(plan, budget_s, timer)
-    monkeypatch.setattr(bd, "budget_passes", lambda: [p for p in BUDGET_PASSES if p[0] == 1])
-    single = _plan(_frame(), time_budget_s=budget_s, step_timer=timer)
-    a, b = plan.configurations["2d"], single.configurations["2d"]
-    same = (a.spacing, a.patch_size, a.batch_size, a.architecture) == (
-        b.spacing,
-        b.patch_size,
-        b.batch_size,
-        b.architecture,
-    )
-    if plan.schedule.folds is None:  # five folds: each is the one-split model
-        assert default.schedule.folds is None and same
-    else:  # one split: the one-split plan, whatever the default chose
-        assert plan.schedule.folds == [0] and same
-        if default.schedule.folds is None:
-            d = default.configurations["2d"]
-            assert (d.spacing[0], -d.architecture["features_per_stage"][0]) > (
-                a.spacing[0],
-                -a.architecture["features_per_stage"][0],
-            ) or math.prod(d.patch_size) < math.prod(a.patch_size)
-            assert "lesser model than one split" in plan.why["configurations"]
-
-
-def test_ensemble_of_the_same_model_rule_keeps_a_generous_gpu_plan(monkeypatch):
-    monkeypatch.setattr(bd, "ENSEMBLE_OF_SAME_MODEL", True)
-    timer = fake_timer(0.001, 1e-4)
-    plan = _plan(_frame(), device="cuda", time_budget_s=1e9, step_timer=timer)
-    assert plan.schedule.folds is None
-    assert "-> kept:" in plan.configurations["2d"].why["time_budget"]
-
-
-BUDGET_PASSES = bd.budget_passes()

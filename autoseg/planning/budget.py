@@ -118,10 +118,6 @@ KEEP_ORDER = ("3d_fullres", "2d", "2.5d", "3d_lowres")
 # Best effort (no configuration reaches MIN_ITERATIONS): the most preferred configuration
 # whose minimum budget is within this factor of the smallest.
 BEST_EFFORT_SLACK = 1.25
-# Five folds only when each fold trains the model one split would (issue 15, candidate rule,
-# off until measured): the thigh phantom at 25 and 60 min scored 0.901 and 0.898 with five
-# folds of a narrower or shorter model where one split at 10 min scored 0.909.
-ENSEMBLE_OF_SAME_MODEL = False
 
 
 def _x(values: Sequence[float]) -> str:
@@ -879,7 +875,10 @@ def fit_to_budget(
     (its slice count multiplies the validation of 2D configurations of 3D data);
     ``extent_mm`` the p95 foreground extent in data axes (None without foreground);
     ``resolutions`` the coarser grids each configuration may train on
-    (:mod:`autoseg.planning.resolution`). Raises AutosegError when no configuration fits,
+    (:mod:`autoseg.planning.resolution`); those marked ``small`` (a structure under the pixel
+    floor there) only in the passes below the iteration target: a grid the structure barely
+    spans is worth taking to learn at all, never to buy five folds or a second configuration.
+    Raises AutosegError when no configuration fits,
     naming the budget at which the cheapest one would.
     """
     crop = configs.get("crop")
@@ -915,7 +914,9 @@ def fit_to_budget(
                 extent_mm=network_extent(extent_mm, config),
                 screen_factor=screen_factor,
                 below_floor=below_floor,
-                resolutions=grids.get(name, ()),
+                resolutions=[
+                    r for r in grids.get(name, ()) if required < TARGET_ITERATIONS or not r.small
+                ],
                 required=required,
             )
             if fits[name].schedule is None:
@@ -963,16 +964,6 @@ def fit_to_budget(
 
     for n_folds, required, below_floor, one in budget_passes():
         fit = attempt(n_folds, required, below_floor, one)
-        if fit is not None and n_folds == N_FOLDS and ENSEMBLE_OF_SAME_MODEL:
-            single = attempt(1, required, below_floor, one)
-            if single is not None and lesser_model(fit, single, order_all):
-                notes.append(
-                    f"{N_FOLDS} folds would each train a lesser model than one split "
-                    f"({rungs(fit)} against {rungs(single)}): one "
-                    f"model on one training split ({N_FOLDS - 1}/{N_FOLDS} of the cases), its "
-                    f"hold-out (1/{N_FOLDS}) for selection and the estimate"
-                )
-                return single
         if fit is not None:
             if n_folds < N_FOLDS:
                 notes.append(
@@ -985,20 +976,6 @@ def fit_to_budget(
         if not below_floor and required == MIN_ITERATIONS:
             notes.append("no configuration fits above its context floor: trying smaller patches")
     return best_effort(hopeless, time_budget_s, notes, order_all, localiser)
-
-
-def rungs(fit: BudgetFit) -> dict[str, str]:
-    """Each kept configuration's rung, in words."""
-    return {n: f.candidate.describe() for n, f in fit.configs.items()}
-
-
-def lesser_model(folds: BudgetFit, single: BudgetFit, order: Sequence[str]) -> bool:
-    """Whether the cross-validation trains the one split's most preferred configuration
-    (``order``: :func:`keep_order`) at a later rung of its ladder than one split would (a
-    smaller batch, a coarser grid, a narrower network or a smaller patch), or drops it."""
-    first = next(n for n in order if n in single.configs)
-    five = folds.configs.get(first)
-    return five is None or five.search.index != single.configs[first].search.index
 
 
 def budget_passes() -> list[tuple[int, int, bool, bool]]:
@@ -1014,7 +991,10 @@ def budget_passes() -> list[tuple[int, int, bool, bool]]:
        nerve Dice 0.34 with five folds of ~1,200 iterations, 0.49 with one of ~6,000);
     3. when not even one configuration reaches the target alone: only the most preferred one
        that reaches :data:`MIN_ITERATIONS` on one split (a ``crop`` with its localiser) —
-       splitting a budget that short over several would leave each even further from it;
+       splitting a budget that short over several would leave each even further from it; from
+       this pass on the grids a structure spans under 16 px are offered too (the thigh phantom:
+       one split on the full grid at 25 min, 0.924 held-back Dice, where five folds on the 1.5x
+       grid scored 0.901; on that grid at 5 min, 0.903, where the full grid scored 0.874);
     4. the same with patches below the context floor: a label's box spans all its
        components (a plexus of nerves, or nerve + vessels across an ultrasound frame:
        usgra-seg's p95 box is 183x421 px of a 480x534 frame), so the floor can be the whole

@@ -39,6 +39,7 @@ from autoseg.planning.patch import (
     MemoryEstimator,
     batch_size_rule,
     extra_optimizer_state_gb,
+    fine_axes,
     fit_patch,
     network_memory_gb,
     parameter_count,
@@ -66,6 +67,8 @@ from autoseg.planning.resolution import (
     Resolution,
     coarser_spacing,
     coarsest_factor,
+    cross_sections,
+    size_factor,
     useful_factors,
 )
 from autoseg.planning.sampling import augmentation_profile, loss_rule, oversample_rate
@@ -552,10 +555,14 @@ def _resolutions(
     for ``crop`` (its point is full resolution) nor ``3d_lowres`` (already coarse)."""
     labels = [str(v) for v in ctx.fp.foreground_labels.values()]
     max_factor, why = _ruled(coarsest_factor, ctx.fp.aggregate.coarsening_dice, labels)
+    diameters = cross_sections(ctx.fp.cases, labels)
     out: dict[str, list[Resolution]] = {}
+    sizes: dict[str, str] = {}
     for name, config in planned.items():
         if name in ("crop", "3d_lowres"):
             continue
+        fine = min(s for s, f in zip(config.spacing, fine_axes(config.spacing)) if f)
+        by_size, sizes[name] = _ruled(size_factor, diameters, fine)
         axis = config.slice_axis if config.dim < ctx.fp.dim else None
         cap = None
         if axis is not None and ctx.thick is not None:
@@ -569,8 +576,13 @@ def _resolutions(
             median = median_resampled_shape(ctx.shapes, ctx.spacings, data_grid)
             if axis is not None:
                 median = [m for a, m in enumerate(median) if a != axis]
-            grids.append(Resolution(factor, tuple(grid), tuple(int(m) for m in median)))
+            small = factor > by_size
+            grids.append(Resolution(factor, tuple(grid), tuple(int(m) for m in median), small))
         out[name] = grids
+    if len(set(sizes.values())) == 1:
+        why += "; " + next(iter(sizes.values()))
+    else:
+        why += "; " + "; ".join(f"{n}: {t}" for n, t in sizes.items())
     return out, why
 
 
