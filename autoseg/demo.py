@@ -2,11 +2,11 @@
 
 For a 3D thigh-MRI phantom and a 2D wrist-ultrasound phantom: generate training cases and
 held-back cases (another seed: other subjects), ``convert`` the training folder, run
-``plan-and-train`` with a time budget (all 5 folds), ``predict`` the held-back images,
-``evaluate`` them against their masks and write the dataset's ``report.html`` (``autoseg
-report``). Every step is the public Python API that the CLI also calls, and every step skips
-what a previous run already finished. The output ends with the path of each report: the page
-to open first.
+``plan-and-train`` with a time budget (the planner picks one split or 5 folds), ``predict``
+the held-back images, ``evaluate`` them against their masks and write the dataset's
+``report.html`` (``autoseg report``). Every step is the public Python API that the CLI also
+calls, and every step skips what a previous run already finished. The output ends with the
+path of each report: the page to open first.
 
 Run it with ``python -m autoseg.demo [--budget-3d 4m] [--budget-2d 3m]``; data goes under
 ``$AUTOSEG_ROOT`` (``make demo`` sets ``autoseg_data/demo``).
@@ -34,7 +34,7 @@ class DemoDataset:
     n_heldout: int
     channel: str
     budget: str  # default time budget for plan-and-train
-    config: object  # phantom config: smaller than the defaults so that 5 folds fit minutes
+    config: object  # phantom config: smaller than the defaults so that training fits minutes
 
 
 # A fold needs about 1000 iterations before the phantom nerve is found at all (measured:

@@ -26,6 +26,10 @@ lever of issue 15 turned off at a time, in-process, through the product's own co
 ``full_resolution`` (no coarser grid), ``float32`` (no bfloat16), and ``before`` (all of these
 off and the ladder stopping at 1000 iterations, as autoseg planned before issue 15).
 
+Two more variants are run only by hand (``--run D B VARIANT ROOT SOURCE``): ``seed_1`` and
+``seed_2`` train every fold with that run seed instead of 0 (the seed spread of a point, plan
+and splits unchanged).
+
 ``--loss-study B`` adds Desai et al.'s loss study on every dataset at budget B: the default
 command with the planner writing ``ce``, ``soft_dice``, ``weighted_ce`` or ``focal`` (gamma 3)
 in place of ``dice_ce`` (``LOSS_VARIANTS``; the plain point at B is the ``dice_ce`` row), each

@@ -878,8 +878,8 @@ def fit_to_budget(
     (:mod:`autoseg.planning.resolution`); those marked ``small`` (a structure under the pixel
     floor there) only in the passes below the iteration target: a grid the structure barely
     spans is worth taking to learn at all, never to buy five folds or a second configuration.
-    Raises AutosegError when no configuration fits,
-    naming the budget at which the cheapest one would.
+    Raises AutosegError when no configuration fits, naming the budget at which the cheapest
+    one would.
     """
     crop = configs.get("crop")
     localiser = None if crop is None or crop.crop is None else crop.crop.localiser
