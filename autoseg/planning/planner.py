@@ -39,7 +39,6 @@ from autoseg.planning.patch import (
     MemoryEstimator,
     batch_size_rule,
     extra_optimizer_state_gb,
-    fine_axes,
     fit_patch,
     network_memory_gb,
     parameter_count,
@@ -561,8 +560,7 @@ def _resolutions(
     for name, config in planned.items():
         if name in ("crop", "3d_lowres"):
             continue
-        fine = min(s for s, f in zip(config.spacing, fine_axes(config.spacing)) if f)
-        by_size, sizes[name] = _ruled(size_factor, diameters, fine)
+        by_size, sizes[name] = _ruled(size_factor, diameters, min(config.spacing))
         axis = config.slice_axis if config.dim < ctx.fp.dim else None
         cap = None
         if axis is not None and ctx.thick is not None:

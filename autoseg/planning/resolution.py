@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from autoseg.fingerprint.schema import CaseFingerprint
 from autoseg.planning.patch import fine_axes
 
 # Coarsening factors the ladder may take, finest first (the fingerprint measures these).
@@ -112,8 +112,10 @@ def cross_section_mm(
     return 2.0 * math.sqrt(size / n_components / math.pi)
 
 
-def cross_sections(cases: Sequence[Any], labels: Sequence[str]) -> dict[str, list[float]]:
-    """Per label, :func:`cross_section_mm` of every case (fingerprint cases) that contains it."""
+def cross_sections(
+    cases: Sequence[CaseFingerprint], labels: Sequence[str]
+) -> dict[str, list[float]]:
+    """Per label, :func:`cross_section_mm` of every case that contains it."""
     out: dict[str, list[float]] = {k: [] for k in labels}
     for c in cases:
         for k in labels:
@@ -134,7 +136,8 @@ def size_factor(
 ) -> tuple[float, str]:
     """The largest factor of :data:`FACTORS` (1 = none) at which every label's median
     cross-section (``diameters_mm``: label -> one diameter per case that contains it) spans at
-    least :data:`MIN_CROSS_SECTION_PX` pixels of the grid ``fine_spacing_mm`` x factor."""
+    least :data:`MIN_CROSS_SECTION_PX` pixels of the grid ``fine_spacing_mm`` (the finest
+    spacing) x factor."""
     medians = {k: float(np.median(d)) for k, d in diameters_mm.items() if len(d)}
     if not medians:
         return math.inf, "no label's cross-section measured: no limit from the structure size"
