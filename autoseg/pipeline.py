@@ -209,5 +209,13 @@ def plan_and_train(
                 validate=validate_fold,
             )
     fold_list = parse_folds(folds)  # "all": None, every trained fold
-    inference = find_best(raw, root, configs=order, folds=fold_list, progress=progress)
+    inference = find_best(
+        raw,
+        root,
+        configs=order,
+        folds=fold_list,
+        progress=progress,
+        deadline=deadline,
+        device=device,
+    )
     return PipelineResult(raw.name, plan_path, trained, inference)

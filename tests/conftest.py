@@ -101,3 +101,21 @@ def shrink_2d_plan(plan_path, *, epochs: int, iterations_per_epoch: int = 2) -> 
     plan["configurations"]["2d"].update(patch_size=[32, 32], batch_size=2)
     plan["schedule"].update(epochs=epochs, iterations_per_epoch=iterations_per_epoch)
     plan_path.write_text(json.dumps(plan))
+
+
+def trained_tiny_2d(root, dataset_id: int, n_cases: int, *, epochs: int):
+    """``root`` with a :func:`tiny_us_dataset` planned (``2d`` shrunk by
+    :func:`shrink_2d_plan`) and fold 0 trained on the CPU and validated: its raw folder."""
+    import pytest
+
+    from autoseg.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOSEG_ROOT", str(root))
+        raw = tiny_us_dataset(root, dataset_id, n_cases)
+        assert main(["plan", str(dataset_id), "--configs", "2d", "--brief"]) == 0
+        shrink_2d_plan(root / "preprocessed" / raw.name / "plans.json", epochs=epochs)
+        with one_torch_thread():
+            args = ["train", str(dataset_id), "2d", "0", "--workers", "0", "--device", "cpu"]
+            assert main([*args, "--no-progress"]) == 0
+    return raw

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import one_torch_thread, shrink_2d_plan, tiny_us_dataset
+from conftest import one_torch_thread, trained_tiny_2d
 
 from autoseg.cli import main
 from autoseg.errors import AutosegError
@@ -239,14 +239,7 @@ def test_measure_reads_cases_and_names_them(tmp_path):
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A 2d model trained for one short epoch on fold 0 of a 5-frame phantom: (root, raw)."""
     root = tmp_path_factory.mktemp("robust") / "root"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AUTOSEG_ROOT", str(root))
-        raw = tiny_us_dataset(root, 61, 5)
-        assert main(["plan", "61", "--configs", "2d", "--brief"]) == 0
-        shrink_2d_plan(root / "preprocessed" / "061_TinyUS" / "plans.json", epochs=1)
-        with one_torch_thread():
-            args = ["train", "61", "2d", "0", "--workers", "0", "--device", "cpu"]
-            assert main([*args, "--no-progress"]) == 0
+    raw = trained_tiny_2d(root, 61, 5, epochs=1)
     return root, raw
 
 

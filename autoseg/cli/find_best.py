@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score every trained configuration, and every ensemble of two, on the "
         "out-of-fold validation probabilities (mean foreground Dice; HD95 breaks ties within "
         "0.002), then decide per label whether removing connected components improves the "
-        "cross-validated Dice. Writes $AUTOSEG_ROOT/results/<dataset>/inference.json, which "
+        "cross-validated Dice, and whether predicting at finer grids too (scale views) raises it. "
+        "Writes $AUTOSEG_ROOT/results/<dataset>/inference.json, which "
         "'autoseg predict -d DATASET' uses. Rules: documentation/find_best.md. "
         "Python API: autoseg.evaluation.find_best.find_best.",
     )
@@ -44,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="worker processes (default: min(4, CPUs)); 1 runs in this process",
     )
+    p.add_argument(
+        "--no-scale-views",
+        action="store_true",
+        help="do not try predicting at 1.1x and 1.2x finer grids too (the trial predicts every "
+        "validation case twice more; documentation/find_best.md, 'Scale views')",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--root", default=None, help="data root (default: $AUTOSEG_ROOT)")
     p.set_defaults(func=run)
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds,
         progress=not args.quiet,
         num_workers=args.workers,
+        scale_views=not args.no_scale_views,
     )
     print(format_find_best(info))
     out = results_dir(args.root) / resolve_dataset(args.dataset, args.root).name / INFERENCE_FILE

@@ -35,6 +35,7 @@ from autoseg.evaluation.metrics import (
     mask_unlabelled,
     read_label_map,
 )
+from autoseg.evaluation.scale_views import SCALE_VIEWS, ScaleTrial, try_scale_views
 from autoseg.io import load_dataset_json, write_json_atomic
 from autoseg.io.atomic import TMP_MARK
 from autoseg.layout import ResultsLayout
@@ -485,13 +486,18 @@ def find_best(
     progress: bool = True,
     num_workers: int | None = None,
     write: bool = True,
+    scale_views: bool = True,
+    deadline: float | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Score every configuration and pair, choose one and its post-processing, write
     ``results/<dataset>/inference.json`` (unless ``write=False``) and return its content.
 
-    Three steps: :func:`score_candidates` (out-of-fold Dice of every configuration and
-    ensemble), :func:`search_postprocessing` (on the chosen one's segmentations) and
-    :func:`inference_document` (what ``predict`` and the report read)."""
+    Four steps: :func:`score_candidates` (out-of-fold Dice of every configuration and
+    ensemble), :func:`search_postprocessing` (on the chosen one's segmentations),
+    :func:`autoseg.evaluation.scale_views.try_scale_views` (``scale_views``: whether predicting
+    at finer grids too helps the chosen one; ``deadline``, ``time.monotonic()`` seconds, stops
+    it) and :func:`inference_document` (what ``predict`` and the report read)."""
     raw = resolve_dataset(dataset, root)
     ds = load_dataset_json(raw)
     res = results_dir(root) / raw.name
@@ -526,10 +532,55 @@ def find_best(
         progress,
         ignore_label=ignore,
     )
-    info = inference_document(raw.name, ds.labels, found, scored, post, labels, res)
+    trial = None
+    if scale_views:
+        trial = _scale_trial(
+            raw, root, res, found, refs, scored, labels, ignore, deadline, device, progress
+        )
+    info = inference_document(raw.name, ds.labels, found, scored, post, labels, res, trial)
     if write:
         write_json_atomic(res / INFERENCE_FILE, info)
     return info
+
+
+def _scale_trial(
+    raw: Path,
+    root: str | os.PathLike | None,
+    res: Path,
+    found: _Discovery,
+    refs: Mapping[str, Path],
+    scored: Scored,
+    labels: tuple[int, ...],
+    ignore: int | None,
+    deadline: float | None,
+    device: str,
+    progress: bool,
+) -> ScaleTrial:
+    """The scale-view trial on the chosen candidate, or why it was not run."""
+    from autoseg.paths import preprocessed_dir
+    from autoseg.planning.plan import load_plan
+
+    configs = list(scored.chosen["configs"])
+    plan_dir = preprocessed_dir(root) / raw.name
+    if not (plan_dir / "plans.json").is_file():
+        return ScaleTrial(SCALE_VIEWS, False, "not tried: no plans.json beside the results")
+    plan = load_plan(plan_dir)
+    layout = ResultsLayout(res)
+    if not all(layout.checkpoint(c, f).is_file() for c in configs for f in found.folds):
+        return ScaleTrial(SCALE_VIEWS, False, "not tried: a fold's final checkpoint is missing")
+    return try_scale_views(
+        raw,
+        plan,
+        res,
+        configs,
+        found.cases,
+        refs,
+        labels,
+        ignore_label=ignore,
+        deadline=deadline,
+        device=device,
+        progress=progress,
+    )
 
 
 @dataclass
@@ -694,11 +745,15 @@ def inference_document(
     post: PostSearch,
     labels: tuple[int, ...],
     res: Path,
+    trial: ScaleTrial | None = None,
 ) -> dict[str, Any]:
     """``inference.json``: the choice, its post-processing, every candidate's scores, the
-    estimate's kind and how the choice was made."""
+    estimate's kind and how the choice was made. ``tta_scales``: the scale views predict
+    uses (``[1.0]`` unless the trial kept them; ``scale_views`` says why)."""
     chosen, baseline, trial_means = scored.chosen, post.baseline, post.trial_means
     names = {v: k for k, v in label_values.items()}
+    if trial is None:
+        trial = ScaleTrial(SCALE_VIEWS, False, "not tried (find-best --no-scale-views)")
     return {
         "dataset": dataset,
         "configurations": list(chosen["configs"]),
@@ -706,6 +761,8 @@ def inference_document(
         "ensemble": len(chosen["configs"]) > 1,
         "labels": {str(lab): names.get(lab, str(lab)) for lab in labels},
         "postprocessing": post.decisions,
+        "tta_scales": trial.tta_scales,
+        "scale_views": trial.to_dict(),
         "postprocessing_trials": {
             str(lab): {
                 RULE_NONE: _r(baseline[lab]),
@@ -850,6 +907,11 @@ def format_find_best(info: Mapping[str, Any]) -> str:
         f"cross-validated Dice: {info['cv_dice']:.4f} -> {info['cv_dice_postprocessed']:.4f} "
         "with post-processing"
     )
+    views = info.get("scale_views")
+    if views:
+        scales = " / ".join(f"{s:g}" for s in views["scales"])
+        verdict = "kept" if views["adopted"] else "not kept"
+        out.append(f"scale views {scales}: {verdict} ({views['reason']})")
     for c, why in info.get("skipped_configurations", {}).items():
         out.append(f"skipped {c}: {why}")
     return "\n".join(out)

@@ -295,6 +295,7 @@ def load_predictor(
     inference_path = res / "inference.json"
     postprocessing: dict[str, Any] = {}
     volumes = None
+    scales: list[float] = [1.0]
     if configs is None:
         if not inference_path.is_file():
             raise AutosegError(
@@ -308,6 +309,8 @@ def load_predictor(
         if postprocess:
             postprocessing = info.get("postprocessing", {})
         volumes = info.get("training_foreground_mm3")
+        if tta:  # find-best's scale views are test-time augmentation: --no-tta drops them
+            scales = [float(v) for v in info.get("tta_scales", [1.0])]
     dev = pick_device(device)
     models, localisers = {}, {}
     for config in configs:
@@ -332,6 +335,7 @@ def load_predictor(
         amp=amp,
         postprocessing=postprocessing,
         localisers=localisers,
+        tta_scales=scales,
         training_volumes_mm3=volumes
         or training_volumes_from_fingerprint(preprocessed_dir(root) / name),
     )

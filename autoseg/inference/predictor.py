@@ -9,6 +9,11 @@ differ), then the argmax is post-processed.
 The ``crop`` configuration sees only a window around the nerve: its localiser configuration
 (planned in ``crop.localiser``) predicts the whole image first, and the window is centred on
 the largest connected foreground component it finds.
+
+Scale views (``tta_scales``, part of test-time augmentation beside mirroring): the case is
+also preprocessed to a finer grid, so that structures appear ``s`` times larger to the network,
+and the views' probabilities are averaged on the input grid. find-best keeps them only when
+they raise the out-of-fold Dice (documentation/find_best.md, "Scale views").
 """
 
 from __future__ import annotations
@@ -114,6 +119,25 @@ def trained_mirror_axes(plan: Any, config: str) -> tuple[int, ...]:
     return tta_mirror_axes(profile.mirror_axes, len(plan.configurations[config].patch_size))
 
 
+def view_spacing(spacing: Sequence[float], scale: float, n_axes: int) -> tuple[float, ...]:
+    """Target spacing of a scale view: the last ``n_axes`` axes (those the network convolves:
+    two for a 2D configuration, three for 3D) divided by ``scale``, so a structure spans
+    ``scale`` times as many voxels; a 2D configuration's slice axis is left as planned."""
+    if scale <= 0:
+        raise ValueError(f"a scale view needs a positive scale, got {scale}")
+    n = len(spacing)
+    return tuple(float(v) / scale if i >= n - n_axes else float(v) for i, v in enumerate(spacing))
+
+
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """The scale views as floats; 1.0 (the trained view) must be one of them, because the
+    uncertainty maps and the folds' agreement are taken on it."""
+    out = tuple(float(s) for s in scales)
+    if 1.0 not in out or any(s <= 0 for s in out):
+        raise ValueError(f"scale views must be positive and include 1.0, got {list(out)}")
+    return out
+
+
 def window_spec(plan: Any, config: str, *, tta: bool, overlap: float = 0.5) -> WindowSpec:
     cfg = plan.configurations[config]
     return WindowSpec(
@@ -183,6 +207,7 @@ class Predictor:
         localisers: dict[str, list[FoldModel]] | None = None,
         training_volumes_mm3: Sequence[float] | None = None,
         batch_size: int | None = None,
+        tta_scales: Sequence[float] = (1.0,),
     ):
         self.plan = plan
         self.models = models
@@ -194,6 +219,7 @@ class Predictor:
         self.localisers = localisers or {}
         self.training_volumes_mm3 = list(training_volumes_mm3 or [])
         self.batch_size = batch_size
+        self.tta_scales = check_scales(tta_scales)
         self._case_cache: dict[str, tuple] = {}  # per case: config -> result (see predict)
         # per case, with uncertainty: config -> its members' disagreement (nats, input grid)
         self._disagreement_cache: dict[str, np.ndarray] = {}
@@ -353,9 +379,35 @@ class Predictor:
                 pre.data, pre.properties, config, window
             )
         back, _ = invert_probabilities(probs, pre.properties)
+        if window is None and config in self.models:
+            back = self._with_scale_views(back, image, geometry, config)
         fold_back = [invert_labels(m.astype(np.uint8), pre.properties)[0] for m in fold_maps]
         self._case_cache[config] = (back, fold_back, missed)
         return back, fold_back, missed
+
+    def _with_scale_views(
+        self, back: np.ndarray, image: np.ndarray, geometry: Geometry, config: str
+    ) -> np.ndarray:
+        """``back`` (the trained view on the input grid) averaged with the other scale views
+        (none unless ``tta_scales`` names more than 1.0; each view mirrors as ``tta`` says).
+        A crop configuration keeps its localiser's window and is not rescaled."""
+        from dataclasses import replace
+
+        from autoseg.preprocessing.invert import invert_probabilities
+        from autoseg.preprocessing.preprocess import preprocess_case
+
+        extra = [s for s in self.tta_scales if s != 1.0]
+        if not extra:
+            return back
+        params = self._params[config]
+        n_axes = len(self.plan.configurations[config].patch_size)
+        total = back.astype(np.float32, copy=True)
+        for scale in extra:
+            view = replace(params, spacing=view_spacing(params.spacing, scale, n_axes))
+            pre = preprocess_case(image, geometry, view)
+            probs, _ = self.probabilities_preprocessed(pre.data, pre.properties, config)
+            total += invert_probabilities(probs, pre.properties)[0]
+        return total / np.float32(1 + len(extra))
 
     # ------------------------------------------------------------------ whole case
     def predict(
