@@ -61,6 +61,7 @@ def make_trained(root: Path, inference: bool = True) -> Path:
             "folds": list(FOLDS),
             "ensemble": False,
             "postprocessing": {"1": {"rule": "largest"}},
+            "tta_scales": [1.0, 1.1, 1.2],
             "chosen": "3d_fullres",
         }
         (res / "inference.json").write_text(json.dumps(info))
@@ -171,8 +172,21 @@ def test_crop_brings_its_localiser_and_inference_is_adjusted(tmp_path):
         info = json.loads(zf.read("inference.json"))
     assert info["configurations"] == ["crop"] and info["folds"] == [1]
     assert info["postprocessing"] == {}  # decided for 3d_fullres, not for crop
+    assert info["tta_scales"] == [1.0]  # the scale views too
     res = import_model(out, tmp_path / "dst")
     assert (res / "2d" / "fold_1" / "checkpoint_final.pt").is_file()
+
+
+def test_scale_views_travel_and_bad_ones_are_refused(exported, tmp_path):
+    _, out = exported
+    with zipfile.ZipFile(out) as zf:
+        info = json.loads(zf.read("inference.json"))
+    assert info["tta_scales"] == [1.0, 1.1, 1.2]  # same models: the decision travels
+    for bad_scales in ([1.1, 1.2], "1.1", [1.0, 0]):
+        doc = json.dumps({**info, "tta_scales": bad_scales}).encode()
+        bad = rewrite(out, tmp_path / "bad.zip", replace={"inference.json": doc})
+        with pytest.raises(AutosegError, match="tta_scales"):
+            import_model(bad, tmp_path / "dst")
 
 
 def test_export_without_inference_json(tmp_path):

@@ -111,6 +111,10 @@ def test_find_best_trial_without_arm_is_the_validation_and_predict_reads_it(trai
     assert views["adopted"] == (gain > MIN_GAIN)
     assert info["tta_scales"] == (list(SCALE_VIEWS) if views["adopted"] else [1.0])
     assert "scale views 1 / 1.1 / 1.2: " in format_find_best(info)
+    from autoseg.evaluation.report import build_report
+
+    html = build_report("62", root, num_workers=0, progress=False).read_text()
+    assert "<h3>Scale views</h3>" in html and views["reason"].split(" ->")[0] in html
 
     # predict uses what inference.json says, and --no-tta drops the views with the mirrors
     path = res / "inference.json"
@@ -160,3 +164,16 @@ def test_cli_no_scale_views_skips_the_trial(trained, monkeypatch, capsys):
     assert doc["tta_scales"] == [1.0] and not doc["scale_views"]["adopted"]
     assert "not tried" in doc["scale_views"]["reason"]
     assert "not kept (not tried" in capsys.readouterr().out
+
+
+def test_benchmark_rows_name_the_views_and_both_arms(trained):
+    from benchmarks.scale_views import parse_views, trial_rows
+
+    root, _ = trained
+    assert parse_views("1,1.1,1.2") == (1.0, 1.1, 1.2)
+    with one_torch_thread():
+        rows = trial_rows(root, "062_TinyUS", [(1.0, 1.1), (0.9, 1.0)], mirror=True)
+    assert [r["scales"] for r in rows] == [[1.0, 1.1], [0.9, 1.0]]
+    val = json.loads((root / "results" / "062_TinyUS" / "splits.json").read_text())[0]["val"]
+    assert all(r["n_cases"] == len(val) for r in rows)
+    assert rows[0]["dice_without"] == rows[1]["dice_without"]  # the same trained view

@@ -100,8 +100,10 @@ def _inference_for_export(
     out["folds"] = list(folds)
     out["ensemble"] = len(configs) > 1
     out["postprocessing"] = dict(info.get("postprocessing", {})) if same and info else {}
+    if not same:  # the scale views, like the post-processing, were decided for other models
+        out["tta_scales"] = [1.0]
     out["export_note"] = "configurations/folds chosen at export" + (
-        "" if same else "; post-processing not decided for them, so none"
+        "" if same else "; post-processing and scale views not decided for them, so none"
     )
     return out
 
@@ -452,6 +454,15 @@ def _validate_staged(zip_path: Path, staging: Path, manifest: dict[str, Any]) ->
         raise _refuse(zip_path, "inference.json's postprocessing is not an object")
     for label, rule in post.items():
         validate_rule(rule, f"inference.json postprocessing {label}")
+    scales = info.get("tta_scales", [1.0])
+    try:
+        from autoseg.inference.predictor import check_scales
+
+        check_scales(scales)
+    except (TypeError, ValueError):
+        raise _refuse(
+            zip_path, "inference.json's tta_scales must be positive numbers that include 1.0"
+        ) from None
     for c in configs:
         for f in folds:
             arc = f"{c}/fold_{f}/{CHECKPOINT}"

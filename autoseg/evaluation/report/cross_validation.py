@@ -114,6 +114,7 @@ def section_cross_validation(data: ReportData) -> str:
             "label's cross-validated Dice (mean Dice per rule tried, below).</p>"
             + table(["label", "decision", "Dice per rule tried", ("Dice after", True)], post_rows)
             + f"<p><b>{esc(effect)}</b></p>"
+            + _scale_views_html(info.get("scale_views"))
         )
     # No find-best yet: the folds' own validation metrics.
     if not any(s.validation for fs in data.folds.values() for s in fs):
@@ -157,4 +158,18 @@ def section_cross_validation(data: ReportData) -> str:
         + table(headers, rows, sortable=True, table_id="cv-table")
         + '<p class="note">Highlighted: highest mean Dice so far. Source: '
         "&lt;config&gt;/fold_&lt;k&gt;/validation/metrics.json.</p>"
+    )
+
+
+def _scale_views_html(views: dict | None) -> str:
+    """find-best's scale-view trial in one paragraph (inference.json ``scale_views``)."""
+    if not views:
+        return ""
+    scales = " / ".join(f"{float(v):g}" for v in views.get("scales", []))
+    verdict = "kept: predict averages the views" if views.get("adopted") else "not kept"
+    return (
+        f"<h3>Scale views</h3><p>Predicting each case also at finer grids ({esc(scales)}: "
+        f"structures that much larger) — {esc(verdict)}. {esc(views.get('reason', ''))} "
+        f"(Dice before post-processing, {esc(views.get('n_cases', _DASH))} out-of-fold cases; "
+        "kept only above +" + fmt(views.get("min_gain"), 3) + ").</p>"
     )
