@@ -276,6 +276,7 @@ def run_point(dataset: str, budget: str, variant: str, root: Path, source: Path)
             "per_label": inference.get("cv_dice_per_label_postprocessed"),
             "kind": (inference.get("estimate") or {}).get("text"),
         },
+        "scale_views": inference.get("scale_views"),  # find-best's trial, before post-processing
         "chosen": inference.get("chosen"),
         "plan": {
             name: {
