@@ -91,6 +91,15 @@ def test_views_average_what_larger_pixels_give_the_plain_predictor(trained):
     np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-4)
     assert not np.allclose(probs, base, atol=1e-4)  # the views changed something
     np.testing.assert_array_equal(same_probs, base)  # (1.0,) is the plain predictor
+    # with uncertainty maps: the same label map and probabilities (views averaged), the
+    # disagreement taken on the trained view's mirrors
+    with one_torch_thread():
+        mirrored = _predictor(root, SCALE_VIEWS, tta=True)
+        seg_m, probs_m, _ = mirrored.predict(image, geom)
+        seg_u, probs_u, _, unc = mirrored.predict_with_uncertainty(image, geom)
+    np.testing.assert_array_equal(seg_u, seg_m)
+    np.testing.assert_array_equal(probs_u, probs_m)
+    assert unc is not None
 
 
 def test_find_best_trial_without_arm_is_the_validation_and_predict_reads_it(trained, monkeypatch):
@@ -109,6 +118,8 @@ def test_find_best_trial_without_arm_is_the_validation_and_predict_reads_it(trai
     assert views["dice_without"]["1"] == pytest.approx(metrics["mean_dice"]["1"], abs=1e-6)
     gain = views["dice_with"]["1"] - views["dice_without"]["1"]
     assert views["adopted"] == (gain > MIN_GAIN)
+    assert views["cases_better"] + views["cases_worse"] <= views["n_cases"]
+    assert (views["cases_better"] > 0) or (views["dice_with"]["1"] <= views["dice_without"]["1"])
     assert info["tta_scales"] == (list(SCALE_VIEWS) if views["adopted"] else [1.0])
     assert "scale views 1 / 1.1 / 1.2: " in format_find_best(info)
     from autoseg.evaluation.report import build_report

@@ -911,7 +911,13 @@ def format_find_best(info: Mapping[str, Any]) -> str:
     if views:
         scales = " / ".join(f"{s:g}" for s in views["scales"])
         verdict = "kept" if views["adopted"] else "not kept"
-        out.append(f"scale views {scales}: {verdict} ({views['reason']})")
+        counts = ""
+        if views.get("n_cases"):
+            counts = (
+                f"; {views.get('cases_better', 0)} cases better, "
+                f"{views.get('cases_worse', 0)} worse"
+            )
+        out.append(f"scale views {scales}: {verdict} ({views['reason']}{counts})")
     for c, why in info.get("skipped_configurations", {}).items():
         out.append(f"skipped {c}: {why}")
     return "\n".join(out)

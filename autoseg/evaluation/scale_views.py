@@ -46,6 +46,9 @@ class ScaleTrial:
     seconds: float = 0.0
     without: dict[int, float] = field(default_factory=dict)
     with_views: dict[int, float] = field(default_factory=dict)
+    n_better: int = 0  # cases whose mean Dice over labels rose with the views
+    n_worse: int = 0
+    gain_se: float | None = None  # standard error of the mean per-case gain
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,9 @@ class ScaleTrial:
             "seconds": round(self.seconds, 1),
             "dice_without": {str(k): round(v, 6) for k, v in self.without.items()},
             "dice_with": {str(k): round(v, 6) for k, v in self.with_views.items()},
+            "cases_better": self.n_better,
+            "cases_worse": self.n_worse,
+            "gain_standard_error": None if self.gain_se is None else round(self.gain_se, 6),
             "min_gain": MIN_GAIN,
         }
 
@@ -149,6 +155,17 @@ def try_scale_views(
     without = {lab: float(np.mean([s[i] for s in scores[0]])) for i, lab in enumerate(labels)}
     with_views = {lab: float(np.mean([s[i] for s in scores[1]])) for i, lab in enumerate(labels)}
     adopted, reason = decide_scale_views(without, with_views)
+    gains = np.mean(scores[1], axis=1) - np.mean(scores[0], axis=1)
+    se = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else None
     return ScaleTrial(
-        scales, adopted, reason, done, time.monotonic() - started, without, with_views
+        scales,
+        adopted,
+        reason,
+        done,
+        time.monotonic() - started,
+        without,
+        with_views,
+        n_better=int((gains > 0).sum()),
+        n_worse=int((gains < 0).sum()),
+        gain_se=se,
     )

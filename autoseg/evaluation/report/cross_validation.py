@@ -170,6 +170,7 @@ def _scale_views_html(views: dict | None) -> str:
     return (
         f"<h3>Scale views</h3><p>Predicting each case also at finer grids ({esc(scales)}: "
         f"structures that much larger) — {esc(verdict)}. {esc(views.get('reason', ''))} "
-        f"(Dice before post-processing, {esc(views.get('n_cases', _DASH))} out-of-fold cases; "
-        "kept only above +" + fmt(views.get("min_gain"), 3) + ").</p>"
+        f"(Dice before post-processing, {esc(views.get('n_cases', _DASH))} out-of-fold cases: "
+        f"{esc(views.get('cases_better', _DASH))} better, {esc(views.get('cases_worse', _DASH))} "
+        "worse; kept only above +" + fmt(views.get("min_gain"), 3) + ").</p>"
     )
