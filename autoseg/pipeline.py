@@ -105,6 +105,7 @@ def plan_and_train(
     num_workers: int | None = None,
     progress: bool = True,
     trainer: str | None = None,
+    scale_views: bool = True,
 ) -> PipelineResult:
     """Run every stage; returns where the plan, the folds and the chosen model are.
 
@@ -112,7 +113,8 @@ def plan_and_train(
     budget planned one model on one training split (``schedule.folds``). ``num_workers``
     None: :func:`autoseg.data.loader.default_loader_workers` for the device. ``trainer`` names
     a registered trainer for every configuration (written into the plan; a new plan's time
-    budget times that trainer's step); None keeps the plan's."""
+    budget times that trainer's step); None keeps the plan's. ``scale_views``: find-best's
+    scale-view trial (stopped at the time budget's deadline)."""
     from autoseg.choices import parse_folds
     from autoseg.evaluation.find_best import find_best
     from autoseg.evaluation.validation import validate_fold
@@ -217,5 +219,6 @@ def plan_and_train(
         progress=progress,
         deadline=deadline,
         device=device,
+        scale_views=scale_views,
     )
     return PipelineResult(raw.name, plan_path, trained, inference)

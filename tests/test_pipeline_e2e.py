@@ -72,11 +72,13 @@ def test_us2d_end_to_end(tmp_path, monkeypatch):
     assert main(["plan", "7", "--brief"]) == 0
     plan_path = tmp_path / "root" / "preprocessed" / "007_Wrist" / "plans.json"
     shrink_plan(plan_path, ["2d"], [32, 32])
-    assert main(["plan-and-train", "7", "--n-folds", "2", "--workers", "0", "--no-progress"]) == 0
+    argv = ["plan-and-train", "7", "--n-folds", "2", "--workers", "0", "--no-progress"]
+    assert main([*argv, "--no-scale-views"]) == 0
 
     results = tmp_path / "root" / "results" / "007_Wrist"
     info = json.loads((results / "inference.json").read_text())
     assert info["configurations"] == ["2d"] and info["folds"] == [0, 1]
+    assert info["tta_scales"] == [1.0] and "not tried" in info["scale_views"]["reason"]
     for fold in (0, 1):
         val = results / "2d" / f"fold_{fold}" / "validation"
         npz = sorted(val.glob("*.npz"))
@@ -184,6 +186,9 @@ def test_one_training_split_on_a_coarser_grid(tmp_path, monkeypatch):
     assert (tmp_path / "root" / "preprocessed" / "008_Wrist" / "spacing_0.2x0.2").is_dir()
     info = json.loads((results / "inference.json").read_text())
     assert info["folds"] == [0]
+    n_val = len(json.loads((results / "splits.json").read_text())[0]["val"])
+    assert info["scale_views"]["n_cases"] == n_val  # the trial ran on the hold-out cases
+    assert info["tta_scales"] in ([1.0], [1.0, 1.1, 1.2])
     assert info["estimate"]["kind"] == "hold_out" and info["estimate"]["n_splits"] == 2
     assert "not a cross-validation" in info["estimate"]["text"]
     assert main(["report", "8", "--no-progress"]) == 0

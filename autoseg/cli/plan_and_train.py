@@ -34,6 +34,12 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     add_loader_workers(p)
     add_trainer(p, "every configuration (the time budget times its step)")
+    p.add_argument(
+        "--no-scale-views",
+        action="store_true",
+        help="find-best does not try predicting at 1.1x and 1.2x finer grids too "
+        "(documentation/find_best.md, 'Scale views')",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -53,11 +59,15 @@ def run(args) -> int:
         num_workers=args.workers,
         progress=not args.no_progress,
         trainer=args.trainer,
+        scale_views=not args.no_scale_views,
     )
     info = result.inference
     print(f"plan: {result.plan_path}")
+    views = info.get("scale_views") or {}
     print(
         f"chosen: {info.get('chosen')} (cross-validated Dice {info.get('cv_dice')}, "
-        f"with post-processing {info.get('cv_dice_postprocessed')})"
+        f"with post-processing {info.get('cv_dice_postprocessed')}"
+        + (f"; scale views kept: {views.get('reason')}" if views.get("adopted") else "")
+        + ")"
     )
     return 0
