@@ -753,7 +753,7 @@ def inference_document(
     chosen, baseline, trial_means = scored.chosen, post.baseline, post.trial_means
     names = {v: k for k, v in label_values.items()}
     if trial is None:
-        trial = ScaleTrial(SCALE_VIEWS, False, "not tried (find-best --no-scale-views)")
+        trial = ScaleTrial(SCALE_VIEWS, False, "not tried (--no-scale-views)")
     return {
         "dataset": dataset,
         "configurations": list(chosen["configs"]),

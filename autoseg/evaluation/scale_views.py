@@ -4,10 +4,11 @@ Test-time augmentation beyond mirroring. The training augmentation zooms by 0.7-
 trained network has seen every structure at somewhat different sizes; predicting the case
 again with structures 1.1x and 1.2x larger (the grid 1.1x and 1.2x finer) and averaging the
 three views on the input grid is an ensemble that costs no training. On usgra-seg's hold-out
-frames (ten fold-0 models, 4x coarser grid) the views 1.0 / 1.1 / 1.2 raised the nerve Dice
-by +0.019 on average (+0.006 to +0.037 on the nine models that were tried with them), the
-symmetric views 0.9 / 1.0 / 1.1 by +0.012 (-0.005 to +0.031): views that shrink the structures
-take pixels from a grid that was already planned as coarse as the structures allow.
+frames (ten fold-0 models, 4x coarser grid, ``benchmarks/scale_views.py``) the views
+1.0 / 1.1 / 1.2 raised the nerve Dice by +0.018 on average with left-right mirroring (+0.004
+to +0.039) and +0.015 without; the symmetric views 0.9 / 1.0 / 1.1 by +0.012 either way:
+views that shrink the structures take pixels from a grid that was already planned as coarse
+as the structures allow.
 
 Whether it helps is a property of the dataset and the model, so find-best decides it on the
 out-of-fold cases, like post-processing: every validation case is predicted by its fold's
