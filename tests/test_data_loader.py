@@ -224,7 +224,10 @@ def test_error_in_worker_is_raised_in_main_and_workers_stop(tmp_path):
 
 _SCRIPT = textwrap.dedent(
     """
-    import json, sys, multiprocessing
+    import json, sys, multiprocessing, signal
+    # a terminal job handles Ctrl-C; a job started in the background by a non-interactive
+    # shell (e.g. `make test &`) inherits SIGINT ignored, which would test the shell, not us
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from autoseg.data import LoaderConfig, build_loader
     cfg = LoaderConfig(2, (32, 32), 2)
     loader = build_loader(sys.argv[1], None, cfg, num_workers=2, seed=0)
@@ -262,9 +265,14 @@ def _start_script(cases_dir: Path) -> tuple[subprocess.Popen, list[int]]:
 
 def test_ctrl_c_stops_workers(cases_dir):
     proc, pids = _start_script(cases_dir)
-    time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the job
-    out, err = proc.communicate(timeout=30)
+    try:
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the job
+        out, err = proc.communicate(timeout=30)
+    finally:  # a failed run leaves no loader running behind the suite
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     assert proc.returncode == 130 and "interrupted" in out, err
     assert _wait_dead(pids) == []
 
