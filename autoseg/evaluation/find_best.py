@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +35,6 @@ from autoseg.evaluation.metrics import (
     mask_unlabelled,
     read_label_map,
 )
-from autoseg.evaluation.scale_views import SCALE_VIEWS, ScaleTrial, try_scale_views
 from autoseg.io import load_dataset_json, write_json_atomic
 from autoseg.io.atomic import TMP_MARK
 from autoseg.layout import ResultsLayout
@@ -51,6 +50,9 @@ from autoseg.postprocessing.rules import (
     min_size_from_training,
     min_size_rule,
 )
+
+if TYPE_CHECKING:  # scale_views imports this module's TIE_DICE
+    from autoseg.evaluation.scale_views import ScaleTrial
 
 INFERENCE_FILE = "inference.json"
 SPLITS_FILE = "splits.json"
@@ -557,6 +559,7 @@ def _scale_trial(
     progress: bool,
 ) -> ScaleTrial:
     """The scale-view trial on the chosen candidate, or why it was not run."""
+    from autoseg.evaluation.scale_views import SCALE_VIEWS, ScaleTrial, try_scale_views
     from autoseg.paths import preprocessed_dir
     from autoseg.planning.plan import load_plan
 
@@ -753,6 +756,8 @@ def inference_document(
     chosen, baseline, trial_means = scored.chosen, post.baseline, post.trial_means
     names = {v: k for k, v in label_values.items()}
     if trial is None:
+        from autoseg.evaluation.scale_views import SCALE_VIEWS, ScaleTrial
+
         trial = ScaleTrial(SCALE_VIEWS, False, "not tried (--no-scale-views)")
     return {
         "dataset": dataset,

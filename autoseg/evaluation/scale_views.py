@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from autoseg.evaluation.find_best import TIE_DICE
+
 SCALE_VIEWS = (1.0, 1.1, 1.2)
 """The trained view and two closer ones (see the module docstring for the measurement)."""
 
-MIN_GAIN = 0.002
-"""The views are kept when the out-of-fold mean Dice rises by more than this: find-best's
-tie margin (``TIE_DICE``), below the fold-to-fold spread, so a kept gain is not rounding."""
+MIN_GAIN = TIE_DICE
+"""The views are kept when the out-of-fold mean Dice rises by more than this (0.002):
+find-best's tie margin, below the fold-to-fold spread, so a kept gain is not rounding."""
 
 
 @dataclass
@@ -103,14 +105,15 @@ def try_scale_views(
     ``deadline`` (``time.monotonic()`` seconds): stop before a case that the time per case so
     far says would end after it; a stopped trial keeps nothing."""
     from autoseg.evaluation.metrics import dice, mask_unlabelled
-    from autoseg.inference.predictor import Predictor, load_fold_models
+    from autoseg.inference.predictor import Predictor, check_scales, load_fold_models
     from autoseg.io import list_cases, load_dataset_json, read_image
     from autoseg.networks.device import pick_device
     from autoseg.planning.budget import validation_mirroring
     from autoseg.preprocessing.preprocess import read_case
     from autoseg.progress import progress_bar
 
-    scales = tuple(float(s) for s in scales)
+    scales = check_scales(scales)
+    extra = [s for s in scales if s != 1.0]
     if any(plan.configurations[c].crop is not None for c in configs):
         return ScaleTrial(scales, False, "not tried: a crop configuration keeps its window")
     budgeted = plan.schedule.source == "time_budget"
@@ -128,10 +131,7 @@ def try_scale_views(
     try:
         for fold, fold_cases in sorted(by_fold.items()):
             models = {c: load_fold_models(res / c, c, [fold], device=dev) for c in configs}
-            arms = [
-                Predictor(plan, models, device=dev, tta=tta, tta_scales=views)
-                for views in ((1.0,), scales)
-            ]
+            predictor = Predictor(plan, models, device=dev, tta=tta)  # the trained view
             for case_id in fold_cases:
                 elapsed = time.monotonic() - started
                 if deadline is not None and done and time.monotonic() + elapsed / done > deadline:
@@ -145,9 +145,17 @@ def try_scale_views(
                     )
                 image, geometry, _ = read_case(cases[case_id].images)
                 ref = read_image(refs[case_id]).array
-                for arm, out in zip(arms, scores):
-                    seg, _, _ = arm.predict(image, geometry)
-                    seg, ref_l = mask_unlabelled(seg.reshape(ref.shape), ref, ignore_label)
+                _, probs, _ = predictor.predict(image, geometry)
+                # the views' mean as Predictor(tta_scales=scales) averages them: per view over
+                # the configurations, the trained view's prediction reused
+                views = [
+                    np.mean([predictor.scale_view(image, geometry, c, s) for c in configs], axis=0)
+                    for s in extra
+                ]
+                with_views = (probs + np.sum(views, axis=0)) / np.float32(1 + len(extra))
+                for p, out in zip((probs, with_views), scores):
+                    seg = np.argmax(p, axis=0).astype(np.uint8).reshape(ref.shape)
+                    seg, ref_l = mask_unlabelled(seg, ref, ignore_label)
                     out.append([dice(seg, ref_l, lab) for lab in labels])
                 done += 1
                 bar.update(1)

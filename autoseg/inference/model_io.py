@@ -454,11 +454,10 @@ def _validate_staged(zip_path: Path, staging: Path, manifest: dict[str, Any]) ->
         raise _refuse(zip_path, "inference.json's postprocessing is not an object")
     for label, rule in post.items():
         validate_rule(rule, f"inference.json postprocessing {label}")
-    scales = info.get("tta_scales", [1.0])
-    try:
-        from autoseg.inference.predictor import check_scales
+    from autoseg.inference.predictor import check_scales
 
-        check_scales(scales)
+    try:
+        check_scales(info.get("tta_scales", [1.0]))
     except (TypeError, ValueError):
         raise _refuse(
             zip_path, "inference.json's tta_scales must be positive numbers that include 1.0"

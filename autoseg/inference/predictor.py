@@ -391,23 +391,30 @@ class Predictor:
         """``back`` (the trained view on the input grid) averaged with the other scale views
         (none unless ``tta_scales`` names more than 1.0; each view mirrors as ``tta`` says).
         A crop configuration keeps its localiser's window and is not rescaled."""
+        extra = [s for s in self.tta_scales if s != 1.0]
+        if not extra:
+            return back
+        total = back.astype(np.float32, copy=True)
+        for scale in extra:
+            total += self.scale_view(image, geometry, config, scale)
+        return total / np.float32(1 + len(extra))
+
+    def scale_view(
+        self, image: np.ndarray, geometry: Geometry, config: str, scale: float
+    ) -> np.ndarray:
+        """One scale view of one configuration: its folds' mean probabilities (K, ...) on the
+        input grid, predicted on the grid :func:`view_spacing` makes."""
         from dataclasses import replace
 
         from autoseg.preprocessing.invert import invert_probabilities
         from autoseg.preprocessing.preprocess import preprocess_case
 
-        extra = [s for s in self.tta_scales if s != 1.0]
-        if not extra:
-            return back
         params = self._params[config]
         n_axes = len(self.plan.configurations[config].patch_size)
-        total = back.astype(np.float32, copy=True)
-        for scale in extra:
-            view = replace(params, spacing=view_spacing(params.spacing, scale, n_axes))
-            pre = preprocess_case(image, geometry, view)
-            probs, _ = self.probabilities_preprocessed(pre.data, pre.properties, config)
-            total += invert_probabilities(probs, pre.properties)[0]
-        return total / np.float32(1 + len(extra))
+        view = replace(params, spacing=view_spacing(params.spacing, scale, n_axes))
+        pre = preprocess_case(image, geometry, view)
+        probs, _ = self.probabilities_preprocessed(pre.data, pre.properties, config)
+        return invert_probabilities(probs, pre.properties)[0]
 
     # ------------------------------------------------------------------ whole case
     def predict(
