@@ -15,6 +15,7 @@ import pytest
 from conftest import one_torch_thread, trained_tiny_2d
 
 from autoseg.cli import main
+from autoseg.errors import AutosegError
 from autoseg.evaluation.scale_views import (
     MIN_GAIN,
     SCALE_VIEWS,
@@ -135,6 +136,12 @@ def test_find_best_trial_without_arm_is_the_validation_and_predict_reads_it(trai
     assert load_predictor("62", root, device="cpu", tta=False).tta_scales == (1.0,)
     path.write_text(json.dumps({k: v for k, v in doc.items() if k != "tta_scales"}))
     assert load_predictor("62", root, device="cpu").tta_scales == (1.0,)  # older files
+    path.write_text(json.dumps({**doc, "tta_scales": [1.1, "x"]}))  # edited by hand
+    with pytest.raises(AutosegError, match="tta_scales") as err:
+        load_predictor("62", root, device="cpu")
+    assert err.value.path == str(path) and "--no-tta" in str(err.value)
+    assert load_predictor("62", root, device="cpu", tta=False).tta_scales == (1.0,)
+    path.write_text(json.dumps(doc))
 
 
 def test_trial_stops_at_the_deadline_and_keeps_nothing(trained):

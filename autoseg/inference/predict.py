@@ -310,7 +310,7 @@ def load_predictor(
             postprocessing = info.get("postprocessing", {})
         volumes = info.get("training_foreground_mm3")
         if tta:  # find-best's scale views are test-time augmentation: --no-tta drops them
-            scales = [float(v) for v in info.get("tta_scales", [1.0])]
+            scales = _scales_from(info, inference_path)
     dev = pick_device(device)
     models, localisers = {}, {}
     for config in configs:
@@ -339,6 +339,20 @@ def load_predictor(
         training_volumes_mm3=volumes
         or training_volumes_from_fingerprint(preprocessed_dir(root) / name),
     )
+
+
+def _scales_from(info: dict[str, Any], path: Path) -> list[float]:
+    """inference.json's ``tta_scales``, or a one-line error naming the file."""
+    from autoseg.inference.predictor import check_scales
+
+    try:
+        return list(check_scales(info.get("tta_scales", [1.0])))
+    except (TypeError, ValueError):
+        raise AutosegError(
+            f"tta_scales {info.get('tta_scales')!r} must be positive numbers that include 1.0",
+            path=path,
+            fix="run 'autoseg find-best DATASET' again, or predict with --no-tta",
+        ) from None
 
 
 def _trained_folds(config_dir: Path) -> list[int]:
