@@ -240,3 +240,32 @@ def test_more_budget_never_plans_a_smaller_model_on_the_same_folds(budget_s):
         assert small.schedule.folds == [0] and big.schedule.folds is None
         s = b.schedule
         assert s.epochs * s.iterations_per_epoch >= bd.TARGET_ITERATIONS
+
+
+def test_whole_frames_train_with_per_sample_dice_on_the_grid_the_budget_chose():
+    """The loss rule follows the patch the time budget leaves: whole frames (the memory plan's
+    448x512 and the 4x grid's 112x128 of 480x534 frames) -> per-sample Dice; a patch the
+    budget cut below the frame -> batch Dice again, with the reason."""
+    memory = _plan(_frame()).configurations["2d"]
+    assert memory.patch_size == [448, 512] and not memory.loss.batch_dice
+    assert "per-sample Dice" in memory.why["loss"]
+    timer = fake_timer(30.0)
+    coarse = _plan(_frame(), time_budget_s=1500.0, step_timer=timer).configurations["2d"]
+    assert coarse.spacing[0] > 1.0 and not coarse.loss.batch_dice
+    # no coarser grid to go to: the budget cuts the patch below the frame at full resolution
+    cut = _plan(_frame(coarsening=None), time_budget_s=600.0, step_timer=timer)
+    c = cut.configurations["2d"]
+    assert c.spacing == [1.0, 1.0] and c.patch_size[0] < 448
+    assert c.loss.batch_dice and "time budget's patch" in c.why["loss"]
+    # a dataset with a frame without foreground keeps batch Dice, whole frames or not
+    fp = _frame()
+    fp["aggregate"]["cases_without_foreground"] = 1
+    assert _plan(fp).configurations["2d"].loss.batch_dice
+
+
+def test_slices_of_volumes_and_whole_volumes_keep_batch_dice():
+    fp = synthetic_fingerprint("961_Stack", [24, 96, 96], [3.0, 0.75, 0.75], n_cases=8)
+    plan = _plan(fp)
+    assert plan.configurations, plan.why
+    for name, c in plan.configurations.items():
+        assert c.loss.batch_dice == (name != "crop"), name

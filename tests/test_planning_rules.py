@@ -19,7 +19,13 @@ from autoseg.planning.patch import (
     initial_patch,
     minimal_patch,
 )
-from autoseg.planning.sampling import augmentation_profile, loss_rule, oversample_rate
+from autoseg.planning.sampling import (
+    augmentation_profile,
+    loss_rule,
+    oversample_rate,
+    patch_holds_case,
+    total_strides,
+)
 from autoseg.planning.schedule import (
     ADAMW_BELOW_ITERATIONS,
     optimizer_rule,
@@ -364,6 +370,9 @@ def test_oversampling_rises_below_one_percent():
 def test_loss_and_augmentation():
     assert loss_rule("3d_fullres")[0].batch_dice and loss_rule("3d_fullres")[0].name == "dice_ce"
     assert not loss_rule("crop")[0].batch_dice
+    whole, why = loss_rule("2d", whole_case=True)
+    assert not whole.batch_dice and whole.name == "dice_ce" and "per-sample" in why
+    assert loss_rule("2d", whole_case=False)[0].batch_dice
     assert augmentation_profile([0.75, 0.75], 5)[0] == "2.5d"
     assert augmentation_profile([0.75, 0.75])[0] == "2d"
     assert augmentation_profile([3.0, 0.75, 0.75])[0] == "3d_anisotropic"
@@ -422,3 +431,16 @@ def test_extra_optimizer_state_counts_adamws_second_moment_only():
     assert extra_optimizer_state_gb(2**28, "adamw") == pytest.approx(1.0)  # 4 bytes each
     with pytest.raises(KeyError):
         extra_optimizer_state_gb(10, "lion")
+
+
+def test_a_patch_holds_the_case_when_it_is_the_median_case_rounded_down_to_the_stride():
+    arch = {"strides": [[1, 1], [2, 2], [2, 2], [2, 2], [2, 2], [1, 2]]}
+    assert total_strides(arch) == [16, 32]
+    # usgra-seg on its 4x grid: median frame 120 x 134, patch 112 x 128
+    assert patch_holds_case([112, 128], [120, 134], [16, 32])
+    assert not patch_holds_case([96, 128], [120, 134], [16, 32])  # one stride short on axis 0
+    assert not patch_holds_case([112, 96], [120, 134], [16, 32])
+    assert patch_holds_case([128, 160], [120, 134], [16, 32])  # larger than the case: padded
+    # a case smaller than one stride: any patch holds it
+    assert patch_holds_case([16, 32], [10, 20], [16, 32])
+    assert total_strides({"strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]]}) == [2, 4, 4]

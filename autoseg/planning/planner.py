@@ -50,6 +50,7 @@ from autoseg.planning.plan import (
     CropWindow,
     DeviceInfo,
     FingerprintSummary,
+    Loss,
     Plan,
     Schedule,
     save_plan,
@@ -70,7 +71,13 @@ from autoseg.planning.resolution import (
     size_factor,
     useful_factors,
 )
-from autoseg.planning.sampling import augmentation_profile, loss_rule, oversample_rate
+from autoseg.planning.sampling import (
+    augmentation_profile,
+    loss_rule,
+    oversample_rate,
+    patch_holds_case,
+    total_strides,
+)
 from autoseg.planning.schedule import optimizer_rule, schedule_rule
 from autoseg.planning.spacing import (
     median_resampled_shape,
@@ -256,6 +263,25 @@ def _topology_why(topo: Topology, arch: dict[str, Any], spacing: Sequence[float]
     return why
 
 
+def _loss(
+    ctx: PlanningContext,
+    name: str,
+    dim: int,
+    patch: Sequence[int],
+    median_shape: Sequence[int],
+    architecture: dict[str, Any],
+) -> tuple[Loss, str]:
+    """The loss rule for a configuration's patch: is every sample the whole frame of a 2D
+    dataset whose every frame has foreground? (Measured on 2D frames only: a whole-volume 3D
+    patch keeps batch Dice until it is measured; a slice of a volume is never the case.)"""
+    whole = (
+        dim == ctx.fp.dim == 2
+        and int(ctx.fp.aggregate.cases_without_foreground) == 0
+        and patch_holds_case(patch, median_shape, total_strides(architecture))
+    )
+    return _ruled(loss_rule, name, whole)
+
+
 def plan_configuration(
     ctx: PlanningContext,
     name: str,
@@ -281,7 +307,7 @@ def plan_configuration(
         fit.architecture, fit.patch, ctx.estimator, ctx.budget_gb, dataset_voxels
     )
     rate, why_rate = _ruled(oversample_rate, fg_fraction)
-    loss, why_loss = _ruled(loss_rule, name)
+    loss, why_loss = _loss(ctx, name, len(spacing), fit.patch, median_shape, fit.architecture)
     augmentation, why_aug = _ruled(augmentation_profile, spacing, context_slices)
     why = dict(why or {})
     why.update(
@@ -502,6 +528,17 @@ def _with_time_fit(
         )
         changes["architecture"] = c.architecture
         changes["parameters"] = parameter_count(c.architecture)
+    loss, why_loss = _loss(
+        ctx,
+        name,
+        config.dim,
+        c.patch,
+        changes.get("median_shape", config.median_shape),
+        c.architecture,
+    )
+    if loss != config.loss:
+        why["loss"] = f"{why_loss}; with the time budget's patch (see time_budget)"
+        changes["loss"] = loss
     memory = config.estimated_memory_gb
     if changes:
         memory = ctx.estimator(c.architecture, tuple(c.patch), c.batch)
