@@ -150,8 +150,8 @@ def _loss(name: str) -> Callable[[], None]:
 
         from autoseg.planning import planner, sampling
 
-        def rule(config: str):  # noqa: ANN202 (sampling.loss_rule's shape)
-            loss, why = sampling.loss_rule(config)
+        def rule(config: str, whole_case: bool = False):  # noqa: ANN202 (loss_rule's shape)
+            loss, why = sampling.loss_rule(config, whole_case)
             return dataclasses.replace(loss, name=name), f"{name} (loss study); {why}"
 
         planner.loss_rule = rule

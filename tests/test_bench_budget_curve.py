@@ -143,6 +143,8 @@ def test_loss_study_points_and_variants(monkeypatch):
     bc.VARIANTS["loss_focal"]()
     loss, why = planner.loss_rule("2d")
     assert loss.name == "focal" and loss.batch_dice and "loss study" in why
+    loss, why = planner.loss_rule("2d", True)  # whole frames: the study keeps per-sample Dice
+    assert loss.name == "focal" and not loss.batch_dice and "per-sample" in why
 
 
 def test_score_folder_pools_precision_and_recall(tmp_path):

@@ -269,3 +269,36 @@ def test_slices_of_volumes_and_whole_volumes_keep_batch_dice():
     assert plan.configurations, plan.why
     for name, c in plan.configurations.items():
         assert c.loss.batch_dice == (name != "crop"), name
+
+
+def test_a_registered_configurations_own_loss_is_kept_under_a_time_budget():
+    """Only a loss the planner's rule chose follows the budget's patch; a registered
+    configuration that set its own (here Tversky with batch Dice on whole frames) keeps it."""
+    from dataclasses import replace
+
+    from autoseg.planning.plan import Loss
+    from autoseg.planning.planner import plan_configuration
+    from autoseg.planning.registry import CONFIGURATIONS, register_configuration
+
+    saved = dict(CONFIGURATIONS._items)
+
+    @register_configuration("2d_own_loss", dims=(2,))
+    def _own(ctx, planned):
+        c = plan_configuration(
+            ctx, "2d_own_loss", ctx.target, ctx.median_shape,
+            dataset_voxels=ctx.total_voxels, fg_fraction=ctx.fg_fraction,
+        )  # fmt: skip
+        return replace(
+            c, loss=Loss(name="tversky", batch_dice=True), why={**c.why, "loss": "mine: tversky"}
+        )
+
+    try:
+        plan = _plan(
+            _frame(), configs="2d_own_loss", time_budget_s=1500.0, step_timer=fake_timer(30.0)
+        )
+    finally:
+        CONFIGURATIONS._items.clear()
+        CONFIGURATIONS._items.update(saved)
+    c = plan.configurations["2d_own_loss"]
+    assert c.spacing[0] > 1.0  # the budget moved it to a coarser grid, whole frames
+    assert c.loss == Loss(name="tversky", batch_dice=True) and c.why["loss"] == "mine: tversky"

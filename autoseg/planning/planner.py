@@ -509,6 +509,7 @@ def _with_time_fit(
     changes: dict[str, Any] = {}
     if c.resolution is not None:
         r = c.resolution
+        why.setdefault("spacing", f"spacing {_fmt(config.spacing)}")  # a registered one's
         why["spacing"] += (
             f"; time budget -> {_fmt(r.spacing)} ({r.factor:g}x coarser along the fine axes; "
             "predictions are resampled back to the input grid; see time_budget)"
@@ -536,7 +537,9 @@ def _with_time_fit(
         changes.get("median_shape", config.median_shape),
         c.architecture,
     )
-    if loss != config.loss:
+    # only a loss the rule chose follows the new patch (a registered configuration's own stays)
+    ruled = config.why.get("loss", "").startswith(_tag(loss_rule, ""))
+    if ruled and loss != config.loss:
         why["loss"] = f"{why_loss}; with the time budget's patch (see time_budget)"
         changes["loss"] = loss
     memory = config.estimated_memory_gb
