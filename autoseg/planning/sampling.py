@@ -65,9 +65,9 @@ def loss_rule(config: str, whole_case: bool = False) -> tuple[Loss, str]:
     every sample holds foreground: ``crop`` windows (centred on the structure) and
     ``whole_case`` — a patch that is the whole case (:func:`patch_holds_case`) of a dataset
     whose every case has foreground. There batch Dice lets a large structure outweigh a small
-    one in the same batch: on usgra-seg (whole 2D frames, three seeds paired) per-sample Dice
-    scored +0.033 hold-out nerve Dice (+0.045, +0.057, -0.002), vessel -0.007, and raised the
-    mean of both on every seed (+0.010 to +0.017); documentation/planning.md, "Loss".
+    one in the same batch: on usgra-seg (whole 2D frames, four seeds paired) per-sample Dice
+    scored +0.033 hold-out nerve Dice (+0.044, +0.057, -0.003, +0.034), vessel +0.004, and raised
+    the mean of both on every seed (+0.010 to +0.035); documentation/planning.md, "Loss".
     """
     if config == "crop":
         return Loss(
