@@ -24,7 +24,6 @@ from autoseg.planning.sampling import (
     loss_rule,
     oversample_rate,
     patch_holds_case,
-    total_strides,
 )
 from autoseg.planning.schedule import (
     ADAMW_BELOW_ITERATIONS,
@@ -49,6 +48,7 @@ from autoseg.planning.topology import (
     pooling_topology,
     round_down,
 )
+from autoseg.planning.topology import total_stride as total_strides
 
 # ---------------------------------------------------------------- spacing
 

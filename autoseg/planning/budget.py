@@ -51,7 +51,7 @@ from autoseg.planning.plan import ConfigurationPlan
 from autoseg.planning.registry import configuration_names
 from autoseg.planning.resolution import Resolution
 from autoseg.planning.schedule import DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH
-from autoseg.planning.topology import architecture_block, fit_topology
+from autoseg.planning.topology import architecture_block, fit_topology, total_stride
 
 StepTimer = Callable[[dict[str, Any], tuple[int, ...], int], float]
 """(architecture block, patch size, batch size) -> seconds of one training iteration (forward,
@@ -481,11 +481,6 @@ def patch_floor(
     return floor
 
 
-def _total_stride(arch: dict[str, Any]) -> list[int]:
-    dim = arch["dim"]
-    return [math.prod(s[a] for s in arch["strides"]) for a in range(dim)]
-
-
 def time_ladder(
     config: ConfigurationPlan,
     floor: Sequence[int],
@@ -570,7 +565,7 @@ def _patch_rungs(
         axis = axis_to_shrink(patch, median, spacing, floor)
         if axis is None:
             break
-        stride = _total_stride(arch)
+        stride = total_stride(arch)
         shrunk = list(patch)
         shrunk[axis] = max(patch[axis] - stride[axis], floor[axis])
         new_patch, topo = fit_topology(spacing, shrunk)

@@ -76,7 +76,6 @@ from autoseg.planning.sampling import (
     loss_rule,
     oversample_rate,
     patch_holds_case,
-    total_strides,
 )
 from autoseg.planning.schedule import optimizer_rule, schedule_rule
 from autoseg.planning.spacing import (
@@ -85,7 +84,12 @@ from autoseg.planning.spacing import (
     target_spacing,
     total_resampled_voxels,
 )
-from autoseg.planning.topology import Topology, architecture_block, pooling_topology
+from autoseg.planning.topology import (
+    Topology,
+    architecture_block,
+    pooling_topology,
+    total_stride,
+)
 from autoseg.progress import progress_bar
 
 DEFAULT_GPU_MEMORY_GB = 8.0
@@ -277,7 +281,7 @@ def _loss(
     whole = (
         dim == ctx.fp.dim == 2
         and int(ctx.fp.aggregate.cases_without_foreground) == 0
-        and patch_holds_case(patch, median_shape, total_strides(architecture))
+        and patch_holds_case(patch, median_shape, total_stride(architecture))
     )
     return _ruled(loss_rule, name, whole)
 

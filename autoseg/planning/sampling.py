@@ -36,12 +36,6 @@ def oversample_rate(foreground_fraction: float) -> tuple[float, str]:
     )
 
 
-def total_strides(architecture: dict) -> list[int]:
-    """The network's total downsampling per axis (product of its stage strides)."""
-    strides = architecture["strides"]
-    return [math.prod(int(st[a]) for st in strides) for a in range(len(strides[0]))]
-
-
 def patch_holds_case(
     patch: Sequence[int], median_shape: Sequence[int], strides: Sequence[int]
 ) -> bool:

@@ -133,6 +133,13 @@ def features_per_stage(n_stages: int, dim: int) -> list[int]:
     return [min(BASE_FEATURES * 2**s, MAX_FEATURES[dim]) for s in range(n_stages)]
 
 
+def total_stride(architecture: dict[str, Any]) -> list[int]:
+    """An architecture block's total downsampling per axis (the product of its stage strides):
+    what a patch axis must be a multiple of (:attr:`Topology.divisor` of a block)."""
+    strides = architecture["strides"]
+    return [math.prod(int(s[a]) for s in strides) for a in range(len(strides[0]))]
+
+
 def architecture_block(
     topology: Topology, *, network: str, in_channels: int, num_classes: int
 ) -> dict[str, Any]:
