@@ -28,7 +28,8 @@ off and the ladder stopping at 1000 iterations, as autoseg planned before issue 
 
 Two more variants are run only by hand (``--run D B VARIANT ROOT SOURCE``): ``seed_1`` and
 ``seed_2`` train every fold with that run seed instead of 0 (the seed spread of a point, plan
-and splits unchanged).
+and splits unchanged); finished ones are collected beside their default point and drawn as
+hollow circles.
 
 ``--loss-study B`` adds Desai et al.'s loss study on every dataset at budget B: the default
 command with the planner writing ``ce``, ``soft_dice``, ``weighted_ce`` or ``focal`` (gamma 3)
@@ -322,6 +323,18 @@ def points(
     return out
 
 
+def finished_seed_points(work: Path, todo: Sequence[tuple[str, str, str]]) -> list[tuple]:
+    """The ``seed_N`` points (run only by hand) already finished under ``work`` for the default
+    points in ``todo``: collected beside them so the figure shows a budget's seed spread."""
+    return [
+        (d, b, v)
+        for d, b, variant in todo
+        if variant == "autoseg"
+        for v in SEED_VARIANTS
+        if (work / d / f"{v}_{b}" / "record.json").is_file()
+    ]
+
+
 def summarize(records: Sequence[dict]) -> list[Result]:
     """One result row per point and figure (autoseg only: nnU-Net is bench_accuracy's)."""
     rows = []
@@ -375,6 +388,7 @@ def plot(records: Sequence[dict], path: Path, peers: Sequence[dict] = ()) -> Non
     fig, ax = plt.subplots(figsize=(8, 5))
     curves: dict[str, list[tuple[float, float]]] = {}
     singles: list[tuple[str, float, float, str]] = []  # (curve key, minutes, Dice, text)
+    seeds: list[tuple[str, float, float]] = []  # (curve key, minutes, Dice) of seed_N runs
     for r in records:
         minutes = r["budget_s"] / 60
         for label, name in LABEL_NAMES:
@@ -383,6 +397,8 @@ def plot(records: Sequence[dict], path: Path, peers: Sequence[dict] = ()) -> Non
             key, dice_ = f"{r['dataset']} {name}", r["test"]["mean"][label]
             if r["variant"] == "autoseg":
                 curves.setdefault(key, []).append((minutes, dice_))
+            elif r["variant"] in SEED_VARIANTS:
+                seeds.append((key, minutes, dice_))
             else:
                 singles.append((key, minutes, dice_, r["variant"]))
         if r["variant"] == "autoseg" and r["estimate"]["dice"] is not None:
@@ -407,6 +423,16 @@ def plot(records: Sequence[dict], path: Path, peers: Sequence[dict] = ()) -> Non
                     color=colors[key],
                     va="bottom",
                 )
+    for i, (key, minutes, dice_) in enumerate(seeds):
+        ax.scatter(
+            [minutes],
+            [dice_],
+            marker="o",
+            facecolors="none",
+            edgecolors=colors.get(key, "k"),
+            zorder=3,
+            label=None if i else "the same budget, another run seed",
+        )
     for key, minutes, dice_, text in singles:
         ax.scatter([minutes], [dice_], marker="x", color=colors.get(key, "k"), zorder=3)
         ax.annotate(text, (minutes, dice_), fontsize=6, xytext=(4, -3), textcoords="offset points")
@@ -511,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         args.ablation,
         args.loss_study,
     )
+    todo += finished_seed_points(work, todo)
     for dataset, budget, variant in todo:
         root = work / dataset / f"{variant}_{budget}"
         record_path = root / "record.json"

@@ -104,14 +104,19 @@ def test_summary_rows_and_plot(tmp_path):
     json.dumps([r.to_dict() for r in rows])
 
 
-def test_plot_draws_ablation_points_and_nnunet_peers_read_from_their_result_files(tmp_path):
-    record = {
+def _plot_point() -> dict:
+    """The fields plot() reads of one default usgra-seg point at 25 minutes."""
+    return {
         "dataset": "usgra_seg",
         "budget_s": 1500.0,
         "variant": "autoseg",
         "test": {"mean": {"1": 0.6, "2": 0.8}},
         "estimate": {"dice": 0.62},
     }
+
+
+def test_plot_draws_ablation_points_and_nnunet_peers_read_from_their_result_files(tmp_path):
+    record = _plot_point()
     peer_file = tmp_path / "peer.json"
     peer_file.write_text(
         json.dumps(
@@ -128,6 +133,34 @@ def test_plot_draws_ablation_points_and_nnunet_peers_read_from_their_result_file
     records = [record, {**record, "budget_s": 300.0}, {**record, "variant": "float32"}]
     bc.plot(records, tmp_path / "c.png", peers)
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_finished_seed_points_are_collected_beside_their_default_point(tmp_path):
+    for name in ("seed_1_25m", "seed_2_60m"):  # 60m has no default point in todo
+        (tmp_path / "usgra_seg" / name).mkdir(parents=True)
+        (tmp_path / "usgra_seg" / name / "record.json").write_text("{}")
+    (tmp_path / "usgra_seg" / "seed_2_25m").mkdir()  # started, not finished: no record
+    todo = [("usgra_seg", "25m", "autoseg"), ("usgra_seg", "25m", "float32")]
+    assert bc.finished_seed_points(tmp_path, todo) == [("usgra_seg", "25m", "seed_1")]
+    assert bc.finished_seed_points(tmp_path / "nothing", todo) == []
+
+
+def test_plot_draws_seed_runs_as_hollow_points_of_their_curve(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    calls = []
+    real = matplotlib.axes.Axes.scatter
+
+    def spy(self, x, y, **kw):
+        calls.append((list(x), list(y), kw.get("marker"), kw.get("facecolors")))
+        return real(self, x, y, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", spy)
+    record = _plot_point()
+    seed = {**record, "variant": "seed_1", "test": {"mean": {"1": 0.55, "2": 0.75}}}
+    bc.plot([record, seed], tmp_path / "c.png")
+    assert ([25.0], [0.55], "o", "none") in calls and ([25.0], [0.75], "o", "none") in calls
+    assert not any(c[1] == [0.6] for c in calls)  # the default point is on its line, not a dot
 
 
 def test_loss_study_points_and_variants(monkeypatch):
