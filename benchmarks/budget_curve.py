@@ -29,7 +29,8 @@ off and the ladder stopping at 1000 iterations, as autoseg planned before issue 
 Two more variants are run only by hand (``--run D B VARIANT ROOT SOURCE``): ``seed_1`` and
 ``seed_2`` train every fold with that run seed instead of 0 (the seed spread of a point, plan
 and splits unchanged); finished ones are collected beside their default point and drawn as
-hollow circles.
+hollow circles. ``batch_dice`` and ``batch_dice_seed_N`` take per-sample Dice back (batch
+Dice on whole 2D frames too), paired by seed with the default and ``seed_N``.
 
 ``--loss-study B`` adds Desai et al.'s loss study on every dataset at budget B: the default
 command with the planner writing ``ce``, ``soft_dice``, ``weighted_ce`` or ``focal`` (gamma 3)
@@ -142,6 +143,32 @@ SEEDS = (1, 2)
 SEED_VARIANTS = {f"seed_{s}": _seed(s) for s in SEEDS}
 
 
+def _batch_dice() -> None:
+    """Batch Dice wherever the planner would choose per-sample Dice (whole 2D frames): the
+    loss rule is asked as if no patch held a whole case."""
+    from autoseg.planning import planner, sampling
+
+    def rule(config: str, whole_case: bool = False):  # noqa: ANN202 (loss_rule's shape)
+        return sampling.loss_rule(config, False)
+
+    planner.loss_rule = rule
+
+
+def _both(*levers: Callable[[], None]) -> Callable[[], None]:
+    def apply() -> None:
+        for lever in levers:
+            lever()
+
+    apply.__doc__ = " ".join(lever.__doc__ or "" for lever in levers)
+    return apply
+
+
+# Per-sample Dice taken back at the default command, paired by seed with autoseg / seed_N.
+BATCH_DICE_VARIANTS = {"batch_dice": _batch_dice} | {
+    f"batch_dice_seed_{s}": _both(_batch_dice, _seed(s)) for s in SEEDS
+}
+
+
 def _loss(name: str) -> Callable[[], None]:
     """The planner writes the registered loss ``name`` instead of ``dice_ce`` (everything
     else of the plan, the time budget included, as the default command)."""
@@ -175,6 +202,7 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "before": _before,
     **LOSS_VARIANTS,
     **SEED_VARIANTS,
+    **BATCH_DICE_VARIANTS,
 }
 
 

@@ -19,7 +19,8 @@ def test_points_cheapest_first_phantom_capped_ablation_at_25_minutes():
     assert (
         {p[2] for p in ablation}
         == set(bc.ABLATION)
-        == set(bc.VARIANTS) - {"autoseg", *bc.LOSS_VARIANTS, *bc.SEED_VARIANTS}
+        == set(bc.VARIANTS)
+        - {"autoseg", *bc.LOSS_VARIANTS, *bc.SEED_VARIANTS, *bc.BATCH_DICE_VARIANTS}
     )
     assert all(p[:2] == ("usgra_seg", "25m") for p in ablation)
     assert bc.points(["phantom_mri3d"], ["5m"], 3600.0, True) == [
@@ -161,6 +162,21 @@ def test_plot_draws_seed_runs_as_hollow_points_of_their_curve(tmp_path, monkeypa
     bc.plot([record, seed], tmp_path / "c.png")
     assert ([25.0], [0.55], "o", "none") in calls and ([25.0], [0.75], "o", "none") in calls
     assert not any(c[1] == [0.6] for c in calls)  # the default point is on its line, not a dot
+
+
+def test_batch_dice_variants_take_per_sample_dice_back_and_keep_their_seed(monkeypatch):
+    from autoseg.planning import planner, sampling
+    from autoseg.training import run
+
+    monkeypatch.setattr(planner, "loss_rule", planner.loss_rule)
+    monkeypatch.setattr(run, "options_from_plan", run.options_from_plan)
+    assert planner.loss_rule("2d", True)[0].batch_dice is False  # the product: per-sample
+    bc.VARIANTS["batch_dice_seed_2"]()
+    loss, why = planner.loss_rule("2d", True)
+    assert (loss, why) == sampling.loss_rule("2d", False) and loss.batch_dice is True
+    assert "seed 2" in bc.VARIANTS["batch_dice_seed_2"].__doc__
+    assert run.options_from_plan.__name__ == "options"  # the seed lever is applied too
+    assert set(bc.BATCH_DICE_VARIANTS) == {"batch_dice", "batch_dice_seed_1", "batch_dice_seed_2"}
 
 
 def test_loss_study_points_and_variants(monkeypatch):
