@@ -165,7 +165,7 @@ def _both(*levers: Callable[[], None]) -> Callable[[], None]:
 
 # Per-sample Dice taken back at the default command, paired by seed with autoseg / seed_N.
 BATCH_DICE_VARIANTS = {"batch_dice": _batch_dice} | {
-    f"batch_dice_seed_{s}": _both(_batch_dice, _seed(s)) for s in SEEDS
+    f"batch_dice_{name}": _both(_batch_dice, lever) for name, lever in SEED_VARIANTS.items()
 }
 
 
