@@ -30,7 +30,10 @@ Two more variants are run only by hand (``--run D B VARIANT ROOT SOURCE``): ``se
 ``seed_2`` train every fold with that run seed instead of 0 (the seed spread of a point, plan
 and splits unchanged); finished ones are collected beside their default point and drawn as
 hollow circles. ``batch_dice`` and ``batch_dice_seed_N`` take per-sample Dice back (batch
-Dice on whole 2D frames too), paired by seed with the default and ``seed_N``.
+Dice on whole 2D frames too), paired by seed with the default and ``seed_N``. ``--plan-file
+PLANS`` (with ``--run``) trains a given plan instead of planning — the variant's
+``PLAN_EDITS`` applied — so that two variants run side by side share one plan rather than
+each timing its own steps on a machine the other makes busy.
 
 ``--loss-study B`` adds Desai et al.'s loss study on every dataset at budget B: the default
 command with the planner writing ``ce``, ``soft_dice``, ``weighted_ce`` or ``focal`` (gamma 3)
@@ -188,6 +191,19 @@ def _loss(name: str) -> Callable[[], None]:
     return apply
 
 
+# A variant's change to a fixed plan (``--plan-file``), where a planner lever has nothing to act
+# on: every variant not named here runs the plan as it is (its other levers, the seed, still apply).
+def _batch_dice_plan(plan: dict) -> None:
+    """Batch Dice in every configuration of the plan (the planner's per-sample choice undone)."""
+    for config in plan["configurations"].values():
+        config["loss"]["batch_dice"] = True
+
+
+PLAN_EDITS: dict[str, Callable[[dict], None]] = {
+    name: _batch_dice_plan for name in BATCH_DICE_VARIANTS
+}
+
+
 # Desai et al.'s loss study: binary/categorical cross-entropy, soft Dice, weighted
 # cross-entropy and focal loss (gamma 3), each beside the default dice_ce at an equal budget.
 LOSS_STUDY = ("ce", "soft_dice", "weighted_ce", "focal")
@@ -265,11 +281,33 @@ def held_out_set(dataset: str, raw: Path, source: Path) -> tuple[Path, Path, lis
 
 
 # --------------------------------------------------------------------------- one point
-def run_point(dataset: str, budget: str, variant: str, root: Path, source: Path) -> dict:
-    """In this process: the variant's lever, ``plan-and-train``, ``predict``, the scores."""
+def install_plan(plan_file: Path, variant: str, target: Path) -> None:
+    """Write ``plan_file`` (with the variant's :data:`PLAN_EDITS`) as ``target``'s
+    ``plans.json``, and the fingerprint beside it, so that ``plan-and-train`` trains that plan
+    instead of planning: two variants run from one plan differ only in what the variant
+    changes, not in what the planner timed on a busier or quieter machine."""
+    plan = json.loads(plan_file.read_text())
+    PLAN_EDITS.get(variant, lambda p: None)(plan)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "plans.json").write_text(json.dumps(plan, indent=1))
+    fingerprint = plan_file.parent / "fingerprint.json"
+    if fingerprint.is_file():
+        (target / "fingerprint.json").write_text(fingerprint.read_text())
+
+
+def run_point(
+    dataset: str,
+    budget: str,
+    variant: str,
+    root: Path,
+    source: Path,
+    plan_file: Path | None = None,
+) -> dict:
+    """In this process: the variant's lever, ``plan-and-train``, ``predict``, the scores.
+    With ``plan_file`` the run trains that plan (:func:`install_plan`) instead of planning."""
     VARIANTS[variant]()
     from autoseg.cli import main as autoseg_main
-    from autoseg.paths import raw_dir
+    from autoseg.paths import preprocessed_dir, raw_dir
     from autoseg.planning.schedule import parse_duration
 
     folder = prepare(dataset, source)
@@ -277,6 +315,8 @@ def run_point(dataset: str, budget: str, variant: str, root: Path, source: Path)
     if not raw.exists():
         raw.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(raw_dir(source) / folder, raw)
+    if plan_file is not None and not (preprocessed_dir(root) / folder / "plans.json").is_file():
+        install_plan(plan_file, variant, preprocessed_dir(root) / folder)
     os.environ["AUTOSEG_ROOT"] = str(root)
     budget_s = parse_duration(budget)
     started = time.perf_counter()
@@ -539,11 +579,18 @@ def main(argv: list[str] | None = None) -> int:
         "--plot-only", action="store_true", help="collect finished points and plot; run none"
     )
     parser.add_argument("--run", nargs=5, metavar=("DATASET", "BUDGET", "VARIANT", "ROOT", "SRC"))
+    parser.add_argument(
+        "--plan-file",
+        type=Path,
+        help="with --run: train this plans.json (the variant's plan edits applied) instead of "
+        "planning, so that paired variants share one plan",
+    )
     args = parser.parse_args(argv)
 
     if args.run:  # one point, in its own process
         dataset, budget, variant, root, source = args.run
-        record = run_point(dataset, budget, variant, Path(root), Path(source))
+        record = run_point(dataset, budget, variant, Path(root), Path(source), args.plan_file)
+        record["plan_file"] = None if args.plan_file is None else str(args.plan_file)
         out = Path(root) / "record.json"
         out.write_text(json.dumps(record, indent=1))
         print(json.dumps({k: record[k] for k in ("wall_s", "chosen", "folds")}))

@@ -179,6 +179,26 @@ def test_batch_dice_variants_take_per_sample_dice_back_and_keep_their_seed(monke
     assert set(bc.BATCH_DICE_VARIANTS) == {"batch_dice", "batch_dice_seed_1", "batch_dice_seed_2"}
 
 
+def test_install_plan_applies_the_variants_plan_edit_and_carries_the_fingerprint(tmp_path):
+    src = tmp_path / "plan" / "933_USGRA"
+    src.mkdir(parents=True)
+    plan = {"configurations": {"2d": {"loss": {"name": "dice_ce", "batch_dice": False}}}}
+    (src / "plans.json").write_text(json.dumps(plan))
+    (src / "fingerprint.json").write_text('{"n": 1}')
+    for variant, batch in (("seed_1", False), ("batch_dice_seed_1", True), ("batch_dice", True)):
+        target = tmp_path / variant / "933_USGRA"
+        bc.install_plan(src / "plans.json", variant, target)
+        written = json.loads((target / "plans.json").read_text())
+        assert written["configurations"]["2d"]["loss"]["batch_dice"] is batch
+        assert (target / "fingerprint.json").read_text() == '{"n": 1}'
+    assert json.loads((src / "plans.json").read_text()) == plan  # the shared plan is untouched
+    bc.install_plan(src / "plans.json", "autoseg", tmp_path / "no_fp")  # fingerprint optional
+    (src / "fingerprint.json").unlink()
+    bc.install_plan(src / "plans.json", "autoseg", tmp_path / "no_fp2")
+    assert not (tmp_path / "no_fp2" / "fingerprint.json").exists()
+    assert set(bc.PLAN_EDITS) == set(bc.BATCH_DICE_VARIANTS)
+
+
 def test_loss_study_points_and_variants(monkeypatch):
     from autoseg.planning import planner
 
