@@ -26,8 +26,8 @@ lever of issue 15 turned off at a time, in-process, through the product's own co
 ``full_resolution`` (no coarser grid), ``float32`` (no bfloat16), and ``before`` (all of these
 off and the ladder stopping at 1000 iterations, as autoseg planned before issue 15).
 
-Two more variants are run only by hand (``--run D B VARIANT ROOT SOURCE``): ``seed_1`` and
-``seed_2`` train every fold with that run seed instead of 0 (the seed spread of a point, plan
+More variants are run only by hand (``--run D B VARIANT ROOT SOURCE``): ``seed_1`` to
+``seed_4`` train every fold with that run seed instead of 0 (the seed spread of a point, plan
 and splits unchanged); finished ones are collected beside their default point and drawn as
 hollow circles. ``batch_dice`` and ``batch_dice_seed_N`` take per-sample Dice back (batch
 Dice on whole 2D frames too), paired by seed with the default and ``seed_N``. ``--plan-file
@@ -142,7 +142,7 @@ def _seed(seed: int) -> Callable[[], None]:
     return apply
 
 
-SEEDS = (1, 2)
+SEEDS = (1, 2, 3, 4)
 SEED_VARIANTS = {f"seed_{s}": _seed(s) for s in SEEDS}
 
 

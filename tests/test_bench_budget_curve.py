@@ -176,7 +176,9 @@ def test_batch_dice_variants_take_per_sample_dice_back_and_keep_their_seed(monke
     assert (loss, why) == sampling.loss_rule("2d", False) and loss.batch_dice is True
     assert "seed 2" in bc.VARIANTS["batch_dice_seed_2"].__doc__
     assert run.options_from_plan.__name__ == "options"  # the seed lever is applied too
-    assert set(bc.BATCH_DICE_VARIANTS) == {"batch_dice", "batch_dice_seed_1", "batch_dice_seed_2"}
+    assert set(bc.BATCH_DICE_VARIANTS) == {"batch_dice"} | {
+        f"batch_dice_seed_{s}" for s in bc.SEEDS
+    }
 
 
 def test_install_plan_applies_the_variants_plan_edit_and_carries_the_fingerprint(tmp_path):
