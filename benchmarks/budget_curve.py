@@ -586,6 +586,10 @@ def main(argv: list[str] | None = None) -> int:
         "planning, so that paired variants share one plan",
     )
     args = parser.parse_args(argv)
+    if args.plan_file is not None and not args.run:
+        parser.error("--plan-file trains one point: give it with --run")
+    if args.plan_file is not None and not args.plan_file.is_file():
+        parser.error(f"--plan-file {args.plan_file}: no such file (a plans.json to train)")
 
     if args.run:  # one point, in its own process
         dataset, budget, variant, root, source = args.run

@@ -201,6 +201,16 @@ def test_install_plan_applies_the_variants_plan_edit_and_carries_the_fingerprint
     assert set(bc.PLAN_EDITS) == set(bc.BATCH_DICE_VARIANTS)
 
 
+def test_plan_file_needs_run_and_an_existing_file(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bc.main(["--plan-file", str(tmp_path / "plans.json")])
+    assert "with --run" in capsys.readouterr().err
+    run = ["--run", "usgra_seg", "25m", "autoseg", str(tmp_path), str(tmp_path)]
+    with pytest.raises(SystemExit):
+        bc.main([*run, "--plan-file", str(tmp_path / "missing.json")])
+    assert "missing.json: no such file" in capsys.readouterr().err
+
+
 def test_loss_study_points_and_variants(monkeypatch):
     from autoseg.planning import planner
 
