@@ -285,14 +285,19 @@ def install_plan(plan_file: Path, variant: str, target: Path) -> None:
     """Write ``plan_file`` (with the variant's :data:`PLAN_EDITS`) as ``target``'s
     ``plans.json``, and the fingerprint beside it, so that ``plan-and-train`` trains that plan
     instead of planning: two variants run from one plan differ only in what the variant
-    changes, not in what the planner timed on a busier or quieter machine."""
+    changes, not in what the planner timed on a busier or quieter machine. Both written
+    atomically, the plan last: a run stopped half-way never finds a half-written plan."""
+    import shutil
+
+    from autoseg.io.atomic import atomic_path, write_json_atomic
+
     plan = json.loads(plan_file.read_text())
     PLAN_EDITS.get(variant, lambda p: None)(plan)
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "plans.json").write_text(json.dumps(plan, indent=1))
     fingerprint = plan_file.parent / "fingerprint.json"
     if fingerprint.is_file():
-        (target / "fingerprint.json").write_text(fingerprint.read_text())
+        with atomic_path(target / "fingerprint.json") as tmp:
+            shutil.copyfile(fingerprint, tmp)
+    write_json_atomic(target / "plans.json", plan, indent=1)
 
 
 def run_point(
@@ -315,8 +320,9 @@ def run_point(
     if not raw.exists():
         raw.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(raw_dir(source) / folder, raw)
-    if plan_file is not None and not (preprocessed_dir(root) / folder / "plans.json").is_file():
-        install_plan(plan_file, variant, preprocessed_dir(root) / folder)
+    planned = preprocessed_dir(root) / folder
+    if plan_file is not None and not (planned / "plans.json").is_file():
+        install_plan(plan_file, variant, planned)
     os.environ["AUTOSEG_ROOT"] = str(root)
     budget_s = parse_duration(budget)
     started = time.perf_counter()
@@ -359,6 +365,7 @@ def run_point(
             for name, c in plan["configurations"].items()
         },
         "folds": plan["schedule"].get("folds"),
+        "plan_file": None if plan_file is None else str(plan_file),
     }
 
 
@@ -594,7 +601,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.run:  # one point, in its own process
         dataset, budget, variant, root, source = args.run
         record = run_point(dataset, budget, variant, Path(root), Path(source), args.plan_file)
-        record["plan_file"] = None if args.plan_file is None else str(args.plan_file)
         out = Path(root) / "record.json"
         out.write_text(json.dumps(record, indent=1))
         print(json.dumps({k: record[k] for k in ("wall_s", "chosen", "folds")}))
